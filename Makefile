@@ -1,0 +1,52 @@
+# The README's commands. `make run` and `make test` are the two-command quickstart.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test unit integration lint format typecheck bench up down status schemas clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install fraudstream with the train and dev extras
+
+run: install  ## start Kafka + Redis, provision topics, stream simulated traffic (Ctrl-C stops)
+	$(BIN)/fraudctl demo
+
+test: install  ## unit + integration tests (starts a private Kafka and Redis on free ports)
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+integration: install
+	$(BIN)/python -m pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check services tests load_tests
+	$(BIN)/ruff format --check services tests load_tests
+
+format: install
+	$(BIN)/ruff check --fix services tests load_tests
+	$(BIN)/ruff format services tests load_tests
+
+typecheck: install
+	$(BIN)/mypy
+	$(BIN)/mypy tests load_tests
+
+bench: install  ## micro-benchmarks that need no services
+	$(BIN)/python load_tests/bench_codec.py
+
+up down status: install
+	$(BIN)/fraudctl $@
+
+schemas: install  ## regenerate schemas/ after changing a contract
+	$(BIN)/fraudctl schemas export
+
+clean:  ## stop the local stack and remove its state (keeps the jar cache)
+	-$(BIN)/fraudctl down
+	rm -rf .fraudstream

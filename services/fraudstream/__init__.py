@@ -1,0 +1,5 @@
+"""fraudstream: real-time streaming fraud detection on Kafka."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

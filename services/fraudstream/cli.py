@@ -1,0 +1,336 @@
+"""`fraudctl`: the operator CLI for the local stack, topics, schemas and simulated traffic."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+import redis
+
+from fraudstream import kafka_clients, simulator
+from fraudstream.contracts import CONTRACTS, schemas
+from fraudstream.errors import FraudStreamError
+from fraudstream.features.spec import catalog
+from fraudstream.localstack.stack import LocalStack, resolve_endpoints
+from fraudstream.registry.cli import models
+from fraudstream.rules.lists import RedisLists
+from fraudstream.rules.model import ListEntity, ListName
+from fraudstream.settings import CommonSettings, get_settings
+from fraudstream.simulator import SimulationConfig, live_transactions
+from fraudstream.simulator.stream import StreamStats, stream
+from fraudstream.topics import provision, topic_table
+from fraudstream.trainer_cli import train_command
+
+DEFAULT_SCHEMA_DIR = Path("schemas")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """Operate fraudstream: local stack, topics, schemas and simulated traffic."""
+    get_settings.cache_clear()  # each invocation reads the environment afresh
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+def up() -> None:
+    """Start the embedded Kafka broker and redis-server (no-op when running)."""
+    LocalStack(get_settings()).up(say=click.echo)
+
+
+@cli.command()
+def down() -> None:
+    """Stop exactly what `up` started."""
+    LocalStack(get_settings()).down(say=click.echo)
+
+
+@cli.command()
+def status() -> None:
+    """Show the embedded stack's endpoints and whether each process runs."""
+    settings = get_settings()
+    current = LocalStack(settings).status()
+    if current.state is None:
+        click.echo(f"embedded stack: not started (state dir {settings.state_dir})")
+    else:
+        state = current.state
+        kafka_word = "running" if current.kafka_running else "stopped"
+        redis_word = "running" if current.redis_running else "stopped"
+        click.echo(f"kafka {state.kafka_version}: {kafka_word} at {state.kafka_bootstrap}")
+        click.echo(f"redis: {redis_word} at {state.redis_url}")
+    if settings.kafka_bootstrap_servers:
+        click.echo(f"KAFKA_BOOTSTRAP_SERVERS overrides: {settings.kafka_bootstrap_servers}")
+    if settings.redis_url:
+        click.echo(f"REDIS_URL overrides: {settings.redis_url}")
+
+
+@cli.group()
+def topics() -> None:
+    """Topics declared in fraudstream.topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create missing topics and align configs of existing ones (idempotent)."""
+    create_topics(get_settings())
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Print the declared topics as a markdown table."""
+    topic_table(get_settings(), emit=click.echo)
+
+
+def create_topics(settings: CommonSettings) -> None:
+    endpoints = resolve_endpoints(settings)
+    admin = kafka_clients.admin_client(settings, endpoints.kafka_bootstrap)
+    for change in provision(admin, settings):
+        suffix = f" ({change.detail})" if change.detail else ""
+        click.echo(f"{change.action:>9}  {change.topic}{suffix}")
+
+
+@cli.group("lists")
+def lists_group() -> None:
+    """Block and allow lists the rules consult (kept in Redis)."""
+
+
+_LIST_ARGS = (
+    click.argument("name", type=click.Choice([n.value for n in ListName])),
+    click.argument("entity", type=click.Choice([e.value for e in ListEntity])),
+)
+
+
+def _lists() -> RedisLists:
+    endpoints = resolve_endpoints(get_settings())
+    return RedisLists(redis.Redis.from_url(endpoints.redis_url, socket_timeout=5))
+
+
+@lists_group.command("add")
+@_LIST_ARGS[0]
+@_LIST_ARGS[1]
+@click.argument("ids", nargs=-1, required=True)
+def lists_add(name: str, entity: str, ids: tuple[str, ...]) -> None:
+    """Put ids on a list, e.g. `fraudctl lists add block card card-0042`."""
+    added = _lists().add(ListName(name), ListEntity(entity), ids)
+    click.echo(f"added {added} to {name} {entity}")
+
+
+@lists_group.command("remove")
+@_LIST_ARGS[0]
+@_LIST_ARGS[1]
+@click.argument("ids", nargs=-1, required=True)
+def lists_remove(name: str, entity: str, ids: tuple[str, ...]) -> None:
+    """Take ids off a list."""
+    removed = _lists().remove(ListName(name), ListEntity(entity), ids)
+    click.echo(f"removed {removed} from {name} {entity}")
+
+
+@lists_group.command("show")
+@_LIST_ARGS[0]
+@_LIST_ARGS[1]
+def lists_show(name: str, entity: str) -> None:
+    """Print a list's ids."""
+    for member in _lists().members(ListName(name), ListEntity(entity)):
+        click.echo(member)
+
+
+@cli.group("schemas")
+def schemas_group() -> None:
+    """JSON Schemas of the topic contracts."""
+
+
+@schemas_group.command("export")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=DEFAULT_SCHEMA_DIR)
+@click.option("--check", is_flag=True, help="Fail if the files differ instead of writing.")
+def schemas_export(directory: Path, check: bool) -> None:
+    """Write one JSON Schema per contract (or check they are current)."""
+    if check:
+        outdated = schemas.stale(directory, CONTRACTS)
+        if outdated:
+            raise click.ClickException(
+                f"stale schemas in {directory}: {', '.join(outdated)}; "
+                "run `fraudctl schemas export`"
+            )
+        click.echo(f"schemas in {directory} are current")
+        return
+    for path in schemas.write(directory, CONTRACTS):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for transactions.<fmt> and labels.<fmt>.",
+)
+@click.option(
+    "--transactions",
+    "n_transactions",
+    type=click.IntRange(min=100),
+    default=100_000,
+    show_default=True,
+)
+@click.option("--days", type=click.FloatRange(min=0.01), default=30.0, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True
+)
+def generate(out_dir: Path, n_transactions: int, days: float, seed: int, fmt: str) -> None:
+    """Write simulated labelled history (transactions with ground truth, late labels)."""
+    config = SimulationConfig(seed=seed, n_transactions=n_transactions, days=days)
+    started = time.monotonic()
+    sim = simulator.simulate(config)
+    tx_path, label_path = simulator.write(sim, out_dir, "parquet" if fmt == "parquet" else "jsonl")
+    fraud = sum(sim.transactions["is_fraud"].to_pylist())
+    click.echo(
+        f"wrote {sim.transactions.num_rows} transactions ({fraud} fraud) to {tx_path} and "
+        f"{sim.labels.num_rows} labels to {label_path} in {time.monotonic() - started:.1f} s"
+    )
+
+
+@cli.command()
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1, max=100_000),
+    default=200.0,
+    show_default=True,
+    help="Transactions per second.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to run; 0 runs until interrupted.",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--cards", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--merchants", type=click.IntRange(min=1), default=1_000, show_default=True)
+def simulate(rate: float, duration: float, seed: int, cards: int, merchants: int) -> None:
+    """Stream simulated transactions to the transactions topic."""
+    settings = get_settings()
+    stats, stop, worker = _start_stream(settings, rate, seed, cards, merchants)
+    _run_until(stop, duration, lambda elapsed: click.echo(_progress(elapsed, stats)))
+    worker.join()
+    click.echo(_progress(None, stats))
+
+
+@cli.command()
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1, max=100_000),
+    default=200.0,
+    show_default=True,
+    help="Transactions per second.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to run; 0 runs until interrupted.",
+)
+def demo(rate: float, duration: float) -> None:
+    """The whole flow: stack, topics, a first model, the scorer, live traffic and results."""
+    from fraudstream.demo import run_demo  # noqa: PLC0415 - loads the scorer's dependencies
+    from fraudstream.scoring.settings import ScorerSettings  # noqa: PLC0415
+
+    settings = ScorerSettings()
+    if not (settings.kafka_bootstrap_servers and settings.redis_url):
+        LocalStack(settings).up(say=click.echo)
+    create_topics(settings)
+    click.echo("streaming; Ctrl-C stops the traffic and the scorer (the stack keeps running: "
+               "`fraudctl down`)")  # fmt: skip
+    run_demo(settings, resolve_endpoints(settings), rate, duration, click.echo)
+
+
+def _start_stream(
+    settings: CommonSettings, rate: float, seed: int, cards: int, merchants: int
+) -> tuple[StreamStats, threading.Event, threading.Thread]:
+    endpoints = resolve_endpoints(settings)
+    producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap)
+    config = SimulationConfig(seed=seed, n_cards=cards, n_merchants=merchants)
+    run_id = uuid.uuid4().hex[:8]
+    events = live_transactions(config, datetime.now(UTC), rate, id_prefix=run_id)
+    stats, stop = StreamStats(), threading.Event()
+    worker = threading.Thread(
+        target=stream,
+        args=(producer, settings.topic_transactions, events, rate, stop, stats),
+        name="simulator",
+        daemon=True,
+    )
+    worker.start()
+    return stats, stop, worker
+
+
+def _run_until(stop: threading.Event, duration: float, report: Callable[[float], None]) -> None:
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    started = time.monotonic()
+    try:
+        while not stop.wait(1.0):
+            elapsed = time.monotonic() - started
+            report(elapsed)
+            if duration and elapsed >= duration:
+                break
+    except KeyboardInterrupt:
+        pass
+    stop.set()
+
+
+def _progress(elapsed: float | None, stats: StreamStats) -> str:
+    head = "done" if elapsed is None else f"t={elapsed:5.0f}s"
+    rate = "" if not elapsed else f" ({stats.sent / elapsed:,.0f}/s)"
+    failed = f" failed {stats.failed}: {stats.last_error}" if stats.failed else ""
+    return f"{head}  sent {stats.sent}{rate}  delivered {stats.delivered}{failed}"
+
+
+@cli.group("features")
+def features_group() -> None:
+    """The feature catalog (choose from it in config/features.yaml)."""
+
+
+@features_group.command("list")
+def features_list() -> None:
+    """Print every computed feature name, in canonical order."""
+    for name in catalog():
+        click.echo(name)
+
+
+cli.add_command(models)
+
+
+@cli.command("scorer")
+def scorer_command() -> None:
+    """Run the scorer service (settings from the environment; SIGTERM stops it cleanly)."""
+    from fraudstream.scoring.service import serve  # noqa: PLC0415 - loads ONNX Runtime
+
+    logging.getLogger().setLevel(logging.INFO)
+    serve()
+
+
+cli.add_command(train_command)
+
+
+def main() -> None:
+    """Console-script entry point: clear one-line errors instead of tracebacks."""
+    try:
+        cli(standalone_mode=True)
+    except FraudStreamError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

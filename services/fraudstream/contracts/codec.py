@@ -1,0 +1,160 @@
+"""Fast JSON encoding and decoding of contract messages, in batches.
+
+Decoding never raises for bad input: a batch splits into accepted messages and
+`Rejection`s, and `dead_letter` turns a rejection plus the original record into the
+`DeadLetter` message that goes to `transactions.dlq`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fraudstream.contracts.fields import mask_pans
+from fraudstream.contracts.messages import (
+    DeadLetter,
+    DeadLetterReason,
+    FieldError,
+    Header,
+    Transaction,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one record was refused: a machine-readable reason and what to fix."""
+
+    reason: DeadLetterReason
+    detail: str
+    errors: tuple[FieldError, ...] = ()
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialise one message to compact JSON bytes."""
+    return type(message).__pydantic_serializer__.to_json(message)
+
+
+def encode_batch(messages: Iterable[BaseModel]) -> list[bytes]:
+    """Serialise many messages; one call per message into pydantic-core's Rust encoder."""
+    return [type(m).__pydantic_serializer__.to_json(m) for m in messages]
+
+
+def decode(model: type[M], value: bytes | None, max_bytes: int) -> M | Rejection:
+    """Validate one JSON record against `model`, or say why it is refused."""
+    if not value:
+        return Rejection(DeadLetterReason.EMPTY, "record has no value (null or empty)")
+    if len(value) > max_bytes:
+        return Rejection(
+            DeadLetterReason.OVERSIZE,
+            f"record is {len(value)} bytes; the limit is {max_bytes} bytes",
+        )
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        return _classify(model, exc)
+
+
+def decode_batch(
+    model: type[M], values: Sequence[bytes | None], max_bytes: int
+) -> tuple[list[tuple[int, M]], list[tuple[int, Rejection]]]:
+    """Validate a batch; returns (index, message) oks and (index, rejection) errs."""
+    oks: list[tuple[int, M]] = []
+    errs: list[tuple[int, Rejection]] = []
+    for index, value in enumerate(values):
+        result = decode(model, value, max_bytes)
+        if isinstance(result, Rejection):
+            errs.append((index, result))
+        else:
+            oks.append((index, result))
+    return oks, errs
+
+
+def decode_transactions(
+    values: Sequence[bytes | None], max_bytes: int
+) -> tuple[list[tuple[int, Transaction]], list[tuple[int, Rejection]]]:
+    """`decode_batch` for the input topic."""
+    return decode_batch(Transaction, values, max_bytes)
+
+
+def _classify(model: type[BaseModel], exc: ValidationError) -> Rejection:
+    raw = exc.errors(include_url=False, include_input=False, include_context=False)
+    errors = tuple(
+        FieldError(
+            loc=".".join(str(part) for part in e["loc"])[:256] or "$",
+            type=e["type"][:64],
+            msg=e["msg"][:512],
+        )
+        for e in raw[:50]
+    )
+    types = {e.type for e in errors}
+    if "json_invalid" in types or "json_type" in types:
+        reason = DeadLetterReason.INVALID_JSON
+        detail = "record is not a JSON object: " + errors[0].msg
+    elif "pan_detected" in types:
+        reason = DeadLetterReason.PAN_DETECTED
+        detail = "a card field holds a raw card number; send a token, never the PAN"
+    elif any(e.loc == "schema_version" and e.type == "literal_error" for e in errors):
+        reason = DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION
+        detail = f"{model.__name__} supports schema_version 1 only"
+    else:
+        reason = DeadLetterReason.SCHEMA_VIOLATION
+        first = "; ".join(f"{e.loc}: {e.msg}" for e in errors[:5])
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        detail = f"{len(errors)} invalid field(s) in {model.__name__}: {first}{more}"
+    return Rejection(reason, detail[:2048], errors)
+
+
+def _b64(data: bytes | None) -> tuple[str | None, bool]:
+    if data is None:
+        return None, False
+    masked, found = mask_pans(data)
+    return base64.b64encode(masked).decode("ascii"), found
+
+
+def dead_letter(
+    rejection: Rejection,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    service: str,
+    now: datetime,
+) -> DeadLetter:
+    """The DLQ record for a rejected input: reason, position and the original bytes.
+
+    PAN-like digit runs in the key, value and headers are masked before they are kept.
+    """
+    key_b64, key_masked = _b64(key)
+    value_b64, value_masked = _b64(value)
+    kept_headers = []
+    headers_masked = False
+    for name, header_value in (headers or ())[:64]:
+        encoded, masked = _b64(header_value)
+        headers_masked |= masked
+        kept_headers.append(Header(key=name[:256], value_b64=encoded))
+    return DeadLetter(
+        reason=rejection.reason,
+        detail=rejection.detail,
+        errors=list(rejection.errors),
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp_ms,
+        key_b64=key_b64,
+        value_b64=value_b64,
+        value_redacted=key_masked or value_masked or headers_masked,
+        headers=kept_headers,
+        service=service,
+        failed_at=now,
+    )

@@ -1,0 +1,205 @@
+"""`fraudctl demo` (what `make run` runs): the whole flow on one machine, with a live summary.
+
+Brings the embedded stack up (unless Kafka/Redis are configured), provisions topics,
+trains a first model from the simulator when the registry has no champion, starts the
+scorer, streams simulated payments and prints, every second, the rate, decisions by action
+and path, end-to-end latency percentiles and the dead-letter count.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from fraudstream import kafka_clients
+from fraudstream.contracts import Transaction
+from fraudstream.errors import LocalStackError
+from fraudstream.localstack.processes import free_port
+from fraudstream.localstack.stack import Endpoints
+from fraudstream.registry import Registry, RegistryError
+from fraudstream.scoring.settings import ScorerSettings
+from fraudstream.simulator import TRUTH_COLUMNS, SimulationConfig, iter_transactions, simulate
+from fraudstream.simulator.stream import StreamStats, stream
+
+Say = Callable[[str], None]
+
+
+def ensure_model(settings: ScorerSettings, say: Say) -> None:
+    """Train and promote a first model from simulated history when there is no champion."""
+    try:
+        if Registry(settings.registry_dir).champion(settings.model_name) is not None:
+            return
+    except RegistryError:
+        pass  # no such model yet
+
+    from fraudstream.features.spec import FeatureConfig  # noqa: PLC0415 - train-time imports
+    from fraudstream.trainer import simulated_history, train_and_register  # noqa: PLC0415
+    from fraudstream.training.config import TrainConfig  # noqa: PLC0415
+
+    say("no model yet: training one on 100,000 simulated payments (about half a minute)")
+    features_file = Path("config/features.yaml")
+    features = FeatureConfig.from_yaml(features_file) if features_file.exists() else FeatureConfig()
+    history = simulated_history(SimulationConfig(seed=7, n_transactions=100_000, days=20))
+    outcome = train_and_register(
+        history, features=features, config=TrainConfig(seed=7),
+        registry=Registry(settings.registry_dir), name=settings.model_name,
+    )  # fmt: skip
+    say(f"champion {outcome.version.version}: model card {outcome.version.path / 'MODEL_CARD.md'}")
+
+
+def start_scorer(endpoints: Endpoints, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
+        "REDIS_URL": endpoints.redis_url,
+        "FRAUD_METRICS_PORT": str(metrics_port),
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fraudstream.scoring.service"],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+class Summary:
+    """Counts and latencies from the decision and dead-letter topics."""
+
+    def __init__(self) -> None:
+        self.decisions: Counter[tuple[str, str]] = Counter()
+        self.dlq = 0
+        self.backlog = 0
+        self.latencies_ms: list[float] = []
+
+    def add_decision(self, value: bytes, arrived: float, sent_at: dict[str, float]) -> None:
+        data = orjson.loads(value)
+        sent = sent_at.pop(str(data["transaction_id"]), None)
+        if sent is None:
+            self.backlog += 1  # input left from before this demo run
+            return
+        self.decisions[(data["action"], data["path"])] += 1
+        self.latencies_ms.append((arrived - sent) * 1000)
+
+    def line(self, elapsed: float, stats: StreamStats) -> str:
+        total = sum(self.decisions.values())
+        actions = Counter[str]()
+        paths = Counter[str]()
+        for (action, path), count in self.decisions.items():
+            actions[action] += count
+            paths[path] += count
+        recent = np.array(self.latencies_ms[-5000:] or [np.nan])
+        p50, p99 = np.nanpercentile(recent, [50, 99]) if total else (np.nan, np.nan)
+        by_action = " ".join(f"{a} {actions[a]}" for a in ("approve", "review", "decline"))
+        by_path = " ".join(f"{p} {c}" for p, c in sorted(paths.items()))
+        return (
+            f"t={elapsed:4.0f}s sent {stats.sent} ({stats.sent / max(elapsed, 1e-9):,.0f}/s) "
+            f"decided {total}: {by_action} | {by_path} | e2e p50 {p50:.0f} ms p99 {p99:.0f} ms "
+            f"| dlq {self.dlq}" + (f" | older backlog {self.backlog}" if self.backlog else "")
+        )
+
+
+HISTORY_PER_DAY = 5_000  # simulated payments per day: the density the first model saw
+
+
+def replay_events(rate: float, duration: float, say: Say) -> Iterator[Transaction]:
+    """Fresh simulated history replayed at `rate`, keeping its own (simulated) event times.
+
+    Live wall-clock time would make every card pay every few seconds at demo rates, far
+    from what the model was trained on; an accelerated replay keeps the features realistic.
+    """
+    count = int(rate * duration) if duration else 2_000_000
+    days = max(count / HISTORY_PER_DAY, 1.0)
+    say(f"simulating {count:,} payments over {days:,.0f} days to replay at {rate:,.0f}/s")
+    start = datetime.now(UTC).replace(microsecond=0)
+    config = SimulationConfig(
+        seed=7, n_transactions=count, days=days, start=start,  # the customers the model knows
+        id_prefix=f"demo{uuid.uuid4().hex[:6]}",
+    )  # fmt: skip
+    table = simulate(config).transactions.drop_columns(list(TRUTH_COLUMNS))
+    return iter_transactions(table)
+
+
+def run_demo(
+    settings: ScorerSettings, endpoints: Endpoints, rate: float, duration: float, say: Say
+) -> None:
+    """Score simulated traffic live until `duration` passes (0: until Ctrl-C)."""
+    ensure_model(settings, say)
+    port = free_port()
+    scorer = start_scorer(endpoints, port, settings.state_dir / "scorer.log")
+    say(f"scorer pid {scorer.pid}; metrics http://127.0.0.1:{port}/metrics; "
+        f"log {settings.state_dir / 'scorer.log'}")  # fmt: skip
+    _await_ready(port, scorer, timeout_s=90)
+    watcher = kafka_clients.consumer(
+        settings, endpoints.kafka_bootstrap, f"fraudctl-demo-{uuid.uuid4().hex[:8]}",
+        {"auto.offset.reset": "latest"},
+    )  # fmt: skip
+    assigned = threading.Event()
+    watcher.subscribe([settings.topic_decisions, settings.topic_dlq],
+                      on_assign=lambda *_: assigned.set())  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not assigned.is_set() and time.monotonic() < deadline:
+        watcher.poll(0.1)
+    producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap)
+    events = replay_events(rate, duration, say)
+    stats, stop = StreamStats(sent_at={}), threading.Event()
+    feeder = threading.Thread(
+        target=stream, args=(producer, settings.topic_transactions, events, rate, stop, stats),
+        kwargs={"restamp": False}, daemon=True,
+    )  # fmt: skip
+    feeder.start()
+    summary = Summary()
+    started = time.monotonic()
+    next_report = started + 1.0
+    try:
+        while duration == 0 or time.monotonic() - started < duration:
+            message = watcher.poll(0.05)
+            if message is not None and message.error() is None:
+                if message.topic() == settings.topic_dlq:
+                    summary.dlq += 1
+                else:
+                    sent_at = stats.sent_at if stats.sent_at is not None else {}
+                    summary.add_decision(message.value() or b"{}", time.time(), sent_at)
+            if time.monotonic() >= next_report:
+                say(summary.line(time.monotonic() - started, stats))
+                next_report += 1.0
+            if scorer.poll() is not None:
+                say(f"the scorer exited ({scorer.returncode}); see its log")
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        feeder.join(10)
+        watcher.close()
+        if scorer.poll() is None:
+            scorer.send_signal(signal.SIGTERM)
+            scorer.wait(30)
+    say(summary.line(time.monotonic() - started, stats))
+
+
+def _await_ready(port: int, scorer: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait for the scorer's /readyz (partitions assigned, model or rules loaded)."""
+    deadline = time.monotonic() + timeout_s
+    url = f"http://127.0.0.1:{port}/readyz"
+    while time.monotonic() < deadline and scorer.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise LocalStackError(f"the scorer did not become ready within {timeout_s:.0f} s")

@@ -1,0 +1,1 @@
+"""One feature pipeline for training replay and online scoring (see pipeline.py)."""

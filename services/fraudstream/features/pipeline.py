@@ -1,0 +1,136 @@
+"""The one feature pipeline: events plus entity states in, a float32 matrix out.
+
+Training replays history through `replay` with states in a dict; the scorer loads the
+batch's states from Redis (`RedisStateStore`), calls the same `FeaturePipeline.transform`
+and writes them back. Labels update merchant state at the time they became known, so a
+replay never sees a label before the payment it would have been available for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fraudstream.contracts import Label, Transaction, Verdict
+from fraudstream.features import compute
+from fraudstream.features.compute import Event
+from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec
+from fraudstream.features.state import LAYOUTS, Entity
+
+StateKey = tuple[Entity, str]
+
+
+class StateCache(dict[StateKey, list[float]]):
+    """Entity states by key; an unknown key starts empty."""
+
+    def __missing__(self, key: StateKey) -> list[float]:
+        state = LAYOUTS[key[0]].empty()
+        self[key] = state
+        return state
+
+
+def state_keys(ev: Event) -> list[StateKey]:
+    """The entity states one event reads and updates."""
+    keys: list[StateKey] = [(Entity.CARD, ev.card), (Entity.MERCHANT, ev.merchant)]
+    if ev.device is not None:
+        keys.append((Entity.DEVICE, ev.device))
+    if ev.ip is not None:
+        keys.append((Entity.IP, ev.ip))
+    return keys
+
+
+class FeaturePipeline:
+    """Computes the spec's features for a sequence of events, updating entity states."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self._computed = [n for n in spec.names if not n.startswith(PRODUCER_PREFIX)]
+        self._producer = [
+            (i, n.removeprefix(PRODUCER_PREFIX), spec.producer_default(n))
+            for i, n in enumerate(spec.names)
+            if n.startswith(PRODUCER_PREFIX)
+        ]
+        self._computed_at = [spec.names.index(n) for n in self._computed]
+
+    def transform(self, events: Sequence[Event], states: StateCache) -> np.ndarray:
+        """One row per event, in order; each event sees the states left by the previous."""
+        matrix = np.empty((len(events), len(self.spec.names)), dtype=np.float64)
+        for row, ev in enumerate(events):
+            out: dict[str, float] = {}
+            compute.event_features(ev, out)
+            compute.card_features(states[(Entity.CARD, ev.card)], ev, out)
+            compute.merchant_features(states[(Entity.MERCHANT, ev.merchant)], ev, out)
+            device = states[(Entity.DEVICE, ev.device)] if ev.device is not None else None
+            compute.shared_entity_features(Entity.DEVICE, device, ev, out)
+            ip = states[(Entity.IP, ev.ip)] if ev.ip is not None else None
+            compute.shared_entity_features(Entity.IP, ip, ev, out)
+            values = matrix[row]
+            values[self._computed_at] = [out[name] for name in self._computed]
+            for col, name, default in self._producer:
+                supplied = ev.producer.get(name) if ev.producer else None
+                values[col] = default if supplied is None else supplied
+        return matrix.astype(np.float32)
+
+
+def apply_label(label: Label, states: StateCache) -> None:
+    """Fold a label into the state it informs (fraud labels raise merchant risk)."""
+    if label.verdict is Verdict.FRAUD and label.merchant_id is not None:
+        compute.apply_fraud_label(
+            states[(Entity.MERCHANT, label.merchant_id)], label.labelled_at.timestamp()
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One item of a replay timeline: a batch of transactions or a label."""
+
+    transactions: tuple[Transaction, ...] = ()
+    label: Label | None = None
+
+
+def timeline(
+    transactions: Iterable[Transaction], labels: Iterable[Label], batch_size: int
+) -> Iterator[Step]:
+    """Merge transactions (by event time) and labels (by the time they became known).
+
+    A label is applied before every transaction at or after its `labelled_at`; runs of
+    transactions between labels come in batches of at most `batch_size`.
+    """
+    pending = sorted(labels, key=lambda label: label.labelled_at)
+    next_label = 0
+    batch: list[Transaction] = []
+    for tx in transactions:
+        while next_label < len(pending) and pending[next_label].labelled_at <= tx.event_time:
+            if batch:
+                yield Step(transactions=tuple(batch))
+                batch = []
+            yield Step(label=pending[next_label])
+            next_label += 1
+        batch.append(tx)
+        if len(batch) >= batch_size:
+            yield Step(transactions=tuple(batch))
+            batch = []
+    if batch:
+        yield Step(transactions=tuple(batch))
+
+
+def replay(
+    pipeline: FeaturePipeline,
+    transactions: Iterable[Transaction],
+    labels: Iterable[Label] = (),
+    batch_size: int = 10_000,
+) -> np.ndarray:
+    """Features for time-ordered history, as the scorer would have computed them."""
+    states = StateCache()
+    parts = []
+    for step in timeline(transactions, labels, batch_size):
+        if step.label is not None:
+            apply_label(step.label, states)
+        else:
+            events = [Event.from_transaction(tx) for tx in step.transactions]
+            parts.append(pipeline.transform(events, states))
+    if not parts:
+        return np.empty((0, len(pipeline.spec.names)), dtype=np.float32)
+    return np.vstack(parts)

@@ -1,0 +1,90 @@
+"""Which features a model uses, in which order: declared in config, resolved once.
+
+The catalog is every feature the entity and event maths produce; a `FeatureConfig`
+(YAML, see `config/features.yaml`) picks from it and adds producer-supplied features
+(`Transaction.features`). The resolved `FeatureSpec` is what a model version stores.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fraudstream.errors import ConfigurationError
+from fraudstream.features import compute
+from fraudstream.features.state import LAYOUTS, Entity
+
+PRODUCER_PREFIX = "producer_"
+
+
+@lru_cache(maxsize=1)
+def catalog() -> tuple[str, ...]:
+    """Every computed feature name, in canonical order (derived from the maths itself)."""
+    probe = compute.Event(
+        ts=1.0e9, local_hour=12.0, card="c", merchant="m", device="d", ip="i", amount=1.0,
+        country="DE", lat=0.0, lon=0.0, mcc="5411", channel="pos", card_present=True,
+        producer=None,
+    )  # fmt: skip
+    out: dict[str, float] = {}
+    compute.event_features(probe, out)
+    compute.card_features(LAYOUTS[Entity.CARD].empty(), probe, out)
+    compute.merchant_features(LAYOUTS[Entity.MERCHANT].empty(), probe, out)
+    compute.shared_entity_features(Entity.DEVICE, LAYOUTS[Entity.DEVICE].empty(), probe, out)
+    compute.shared_entity_features(Entity.IP, LAYOUTS[Entity.IP].empty(), probe, out)
+    return tuple(out)
+
+
+class FeatureConfig(BaseModel):
+    """The declared feature set (config/features.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    include: tuple[str, ...] | None = Field(
+        default=None, description="Computed features to use; None means the whole catalog."
+    )
+    exclude: tuple[str, ...] = ()
+    producer_features: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Transaction.features to use, with the value when absent (null: missing).",
+    )
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _known(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = sorted(set(names or ()) - set(catalog()))
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; the catalog is {list(catalog())}")
+        return names
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> FeatureConfig:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"cannot read feature config {path}: {exc}") from exc
+        return cls.model_validate(data)
+
+    def resolve(self) -> FeatureSpec:
+        chosen = [n for n in (self.include or catalog()) if n not in set(self.exclude)]
+        names = [*chosen, *(PRODUCER_PREFIX + n for n in self.producer_features)]
+        defaults = {PRODUCER_PREFIX + n: v for n, v in self.producer_features.items()}
+        return FeatureSpec(names=tuple(names), producer_defaults=defaults)
+
+
+class FeatureSpec(BaseModel):
+    """Resolved feature order; stored with each model version as feature_spec.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    names: tuple[str, ...]
+    dtype: str = "float32"
+    producer_defaults: dict[str, float | None] = Field(default_factory=dict)
+    missing: str = "NaN marks a missing value (no history, no location, no device/IP)."
+
+    def producer_default(self, name: str) -> float:
+        value = self.producer_defaults.get(name)
+        return math.nan if value is None else value

@@ -1,0 +1,1 @@
+"""The embedded local stack: a real Kafka broker and redis-server, started by `fraudctl up`."""

@@ -1,0 +1,1 @@
+"""The rules fast path: rule packs as data, block/allow lists, safe evaluation."""

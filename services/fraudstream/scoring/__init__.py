@@ -1,0 +1,1 @@
+"""The scorer: validate, rules, features, ensemble, decide, emit (exactly once)."""

@@ -1,0 +1,266 @@
+"""One micro-batch through the stages: validate, dedupe, state, features, rules, model,
+decide, encode. Kafka is not here (see runner.py); Redis comes in through `ScorerState`
+and `RedisLists`, and any Redis failure degrades the batch instead of failing it.
+
+Every input record yields exactly one output for `transactions.dlq` or `fraud.decisions`
+(plus a `fraud.review` case for reviews).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from fraudstream.contracts import (
+    Action,
+    DeadLetterReason,
+    Decision,
+    Reason,
+    ReasonSource,
+    Rejection,
+    ReviewCase,
+    Transaction,
+    dead_letter,
+    decode_transactions,
+    encode,
+)
+from fraudstream.errors import InfrastructureUnavailable
+from fraudstream.features.compute import Event
+from fraudstream.features.pipeline import StateCache, state_keys
+from fraudstream.rules.context import ListHits, RuleContext
+from fraudstream.rules.engine import RulePack
+from fraudstream.rules.lists import RedisLists
+from fraudstream.scoring.decide import DecisionPolicy, Verdict
+from fraudstream.scoring.models import ModelSet
+from fraudstream.scoring.routing import RowScore, route_and_decide
+from fraudstream.scoring.state import Memo, ScorerState
+
+_log = logging.getLogger(__name__)
+DECISIONS, REVIEW, DLQ = "decisions", "review", "dlq"
+Output = tuple[str, bytes | None, bytes]  # (topic role, key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed Kafka record, as plain data."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+@dataclass
+class BatchResult:
+    """Outputs in input order, and what the batch was like (for metrics)."""
+
+    outputs: list[Output] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    dlq_reasons: list[str] = field(default_factory=list)
+    replayed: int = 0
+    degraded: bool = False  # entity state unavailable (not saved either)
+    lists_unavailable: bool = False  # block/allow lists not checked (state still saved)
+    shadow: list[tuple[float, float]] = field(default_factory=list)  # (champion, shadow)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BatchScorer:
+    """The scorer's stages for one batch; dependencies are injected."""
+
+    rules: Callable[[], RulePack]
+    models: Callable[[], ModelSet]
+    state: ScorerState | None
+    lists: RedisLists | None
+    policy: DecisionPolicy = field(default_factory=DecisionPolicy)
+    max_message_bytes: int = 64 * 1024
+    service: str = "scorer"
+    clock: Callable[[], float] = time.time
+
+    def process(self, records: Sequence[InputRecord]) -> BatchResult:
+        result = BatchResult()
+        outputs: list[Output | None] = [None] * len(records)
+        mark = time.perf_counter()
+        oks, errs = decode_transactions([r.value for r in records], self.max_message_bytes)
+        oks = self._first_of_each_id(records, oks, errs)
+        for index, rejection in errs:
+            outputs[index] = self._dead_letter(records[index], rejection)
+            result.dlq_reasons.append(rejection.reason.value)
+        mark = _lap(result, "validate", mark)
+        states, memos = self._load_state(oks, result)
+        fresh: list[tuple[int, Transaction]] = []
+        for index, tx in oks:
+            memo = memos.get(tx.transaction_id)
+            record = records[index]
+            if memo is None:
+                fresh.append((index, tx))
+            elif (memo.partition, memo.offset) == (record.partition, record.offset):
+                result.replayed += 1  # a reprocessed batch: same outputs, nothing recounted
+                outputs[index] = memo.outputs[0]
+                result.outputs.extend(memo.outputs[1:])
+            else:
+                rejection = Rejection(
+                    DeadLetterReason.DUPLICATE_ID,
+                    f"transaction_id already decided (input offset {memo.offset})",
+                )
+                outputs[index] = self._dead_letter(record, rejection)
+                result.dlq_reasons.append(DeadLetterReason.DUPLICATE_ID.value)
+        mark = _lap(result, "state", mark)
+        new_memos = self._score(
+            records, fresh=fresh, states=states, outputs=outputs, result=result, mark=mark
+        )
+        if self.state is not None and not result.degraded:
+            try:
+                self.state.save(states, new_memos)
+            except InfrastructureUnavailable as exc:
+                _log.warning("state not saved, batch continues: %s", exc)
+                result.degraded = True
+        result.outputs[:0] = [o for o in outputs if o is not None]
+        return result
+
+    def _score(
+        self,
+        records: Sequence[InputRecord],
+        *,
+        fresh: list[tuple[int, Transaction]],
+        states: StateCache,
+        outputs: list[Output | None],
+        result: BatchResult,
+        mark: float,
+    ) -> dict[str, Memo]:
+        if not fresh:
+            return {}
+        txs = [tx for _, tx in fresh]
+        models = self.models()
+        rows = models.pipeline.transform([Event.from_transaction(tx) for tx in txs], states)
+        mark = _lap(result, "features", mark)
+        hits = self._list_hits(txs, result)
+        names = models.pipeline.spec.names
+        pack = self.rules()
+        rule_outcomes = [
+            pack.evaluate(RuleContext(tx, dict(zip(names, row.tolist(), strict=True)), hits))
+            for tx, row in zip(txs, rows, strict=True)
+        ]
+        mark = _lap(result, "rules", mark)
+        amounts = np.array([tx.amount for tx in txs])
+        verdicts, scored = route_and_decide(
+            models, rows, [tx.card_token for tx in txs], rule_outcomes, amounts,
+            degraded=result.degraded or result.lists_unavailable, policy=self.policy,
+        )  # fmt: skip
+        mark = _lap(result, "model", mark)
+        memos: dict[str, Memo] = {}
+        now = self.clock()
+        for (index, tx), verdict, row in zip(fresh, verdicts, scored, strict=True):
+            produced = self._outputs(records[index], tx, verdict, row, now)
+            outputs[index] = produced[0]
+            result.outputs.extend(produced[1:])
+            memos[tx.transaction_id] = Memo(records[index].partition, records[index].offset,
+                                            tuple(produced))  # fmt: skip
+        result.verdicts = verdicts
+        result.shadow = [(r.score, r.shadow[1]) for r in scored if r.shadow and r.score is not None]
+        _lap(result, "decide", mark)
+        return memos
+
+    def _outputs(
+        self, record: InputRecord, tx: Transaction, verdict: Verdict, row: RowScore, now: float
+    ) -> list[Output]:
+        reasons = [*verdict.reasons, *(
+            Reason(code="TOP_FEATURE", source=ReasonSource.MODEL, feature=name,
+                   contribution=value, detail="LightGBM log-odds contribution")
+            for name, value in row.contributions
+        )]  # fmt: skip
+        decided_at = datetime.fromtimestamp(now, UTC)
+        arrival = (record.timestamp_ms or now * 1000) / 1000
+        decision = Decision(
+            transaction_id=tx.transaction_id, card_token=tx.card_token, action=verdict.action,
+            score=row.score, member_scores=row.members, reasons=reasons,
+            model_version=row.model_version,
+            shadow_model_version=row.shadow[0] if row.shadow else None,
+            shadow_score=row.shadow[1] if row.shadow else None,
+            path=verdict.path, event_time=tx.event_time, decided_at=decided_at,
+            latency_ms=max(0.0, (now - arrival) * 1000),
+        )  # fmt: skip
+        produced: list[Output] = [(DECISIONS, tx.card_token.encode(), encode(decision))]
+        if verdict.action is Action.REVIEW:
+            case = ReviewCase(
+                transaction=tx, action_suggested=verdict.action, score=row.score,
+                member_scores=row.members, reasons=reasons, contributions=dict(row.contributions),
+                model_version=row.model_version, path=verdict.path, created_at=decided_at,
+            )  # fmt: skip
+            produced.append((REVIEW, tx.transaction_id.encode(), encode(case)))
+        return produced
+
+    def _load_state(
+        self, oks: list[tuple[int, Transaction]], result: BatchResult
+    ) -> tuple[StateCache, dict[str, Memo]]:
+        if self.state is None:
+            result.degraded = True
+            return StateCache(), {}
+        keys = list(
+            dict.fromkeys(k for _, tx in oks for k in state_keys(Event.from_transaction(tx)))
+        )
+        try:
+            return self.state.load(keys, [tx.transaction_id for _, tx in oks])
+        except InfrastructureUnavailable as exc:
+            _log.warning("degraded batch: %s", exc)
+            result.degraded = True
+            return StateCache(), {}
+
+    def _list_hits(self, txs: list[Transaction], result: BatchResult) -> ListHits:
+        """Block/allow list hits; without them the batch is decided on the degraded path."""
+        if self.lists is None:
+            return {}
+        breaker = self.state.breaker if self.state is not None else None
+        if result.degraded or (breaker is not None and not breaker.allow()):
+            result.lists_unavailable = True
+            return {}
+        try:
+            return self.lists.hits(txs)
+        except InfrastructureUnavailable as exc:
+            _log.warning("lists unavailable, batch degraded: %s", exc)
+            if breaker is not None:
+                breaker.failure()
+            result.lists_unavailable = True
+            return {}
+
+    def _first_of_each_id(
+        self,
+        records: Sequence[InputRecord],
+        oks: list[tuple[int, Transaction]],
+        errs: list[tuple[int, Rejection]],
+    ) -> list[tuple[int, Transaction]]:
+        seen: dict[str, int] = {}
+        kept = []
+        for index, tx in oks:
+            if tx.transaction_id in seen:
+                errs.append((index, Rejection(
+                    DeadLetterReason.DUPLICATE_ID,
+                    f"transaction_id repeated in the same batch (first at offset "
+                    f"{records[seen[tx.transaction_id]].offset})",
+                )))  # fmt: skip
+            else:
+                seen[tx.transaction_id] = index
+                kept.append((index, tx))
+        return kept
+
+    def _dead_letter(self, record: InputRecord, rejection: Rejection) -> Output:
+        letter = dead_letter(
+            rejection, topic=record.topic, partition=record.partition, offset=record.offset,
+            timestamp_ms=record.timestamp_ms, key=record.key, value=record.value,
+            headers=record.headers, service=self.service, now=datetime.now(UTC),
+        )  # fmt: skip
+        return (DLQ, record.key, encode(letter))
+
+
+def _lap(result: BatchResult, stage: str, since: float) -> float:
+    now = time.perf_counter()
+    result.stage_seconds[stage] = result.stage_seconds.get(stage, 0.0) + now - since
+    return now

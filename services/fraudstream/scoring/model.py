@@ -1,0 +1,67 @@
+"""A servable model version: ONNX ensemble, its feature columns and its explainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
+from fraudstream.registry import Registry
+from fraudstream.trainer import feature_spec_of
+from fraudstream.training.explain import explain
+from fraudstream.training.onnx_ensemble import OnnxEnsemble
+
+
+def scoring_spec(model_spec: FeatureSpec | None) -> FeatureSpec:
+    """What the scorer computes: the whole catalog (rules may use any feature) plus the
+    model's producer features; model columns are picked from it by name."""
+    if model_spec is None:
+        return FeatureSpec(names=catalog())
+    producer = tuple(n for n in model_spec.names if n.startswith(PRODUCER_PREFIX))
+    return FeatureSpec(
+        names=(*catalog(), *producer), producer_defaults=dict(model_spec.producer_defaults)
+    )
+
+
+@dataclass
+class ServingModel:
+    """One loaded version, ready to score feature rows of the scoring spec."""
+
+    name: str
+    version: str
+    ensemble: OnnxEnsemble
+    spec: FeatureSpec
+    columns: np.ndarray  # positions of the model's features in the scoring spec
+    version_dir: Path
+    scoring_names: tuple[str, ...] = ()
+    _booster: lgb.Booster | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls, registry: Registry, name: str, version: str, scoring: FeatureSpec
+    ) -> ServingModel:
+        ensemble = registry.load(name, version)
+        spec = feature_spec_of(ensemble.feature_spec)
+        columns = np.array([scoring.names.index(n) for n in spec.names], dtype=np.intp)
+        model = cls(name, version, ensemble, spec, columns, ensemble.version_dir, scoring.names)
+        model.predict(np.zeros((1, len(scoring.names)), dtype=np.float32))  # warm up
+        return model
+
+    def columns_for(self, scoring: FeatureSpec) -> bool:
+        """True when this model's column positions fit rows of `scoring`."""
+        return self.scoring_names == scoring.names
+
+    def predict(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Scores, calibrated member scores and disagreement flags for scoring-spec rows."""
+        features = np.ascontiguousarray(rows[:, self.columns])
+        scores, members = self.ensemble.predict(features)
+        return scores, members, self.ensemble.disagreement(members)
+
+    def explain(self, rows: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """Top LightGBM contributions per row (loaded on first use)."""
+        if self._booster is None:
+            self._booster = lgb.Booster(model_file=str(self.version_dir / "lightgbm.txt"))
+        return explain(self._booster, rows[:, self.columns], list(self.spec.names), top_k)

@@ -1,0 +1,158 @@
+"""Wiring of the scorer process: settings -> Redis, rules, model, batch scorer, Kafka loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from types import FrameType
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from fraudstream.errors import FraudStreamError
+from fraudstream.localstack.stack import resolve_endpoints
+from fraudstream.observability.http import HealthState
+from fraudstream.observability.http import serve as serve_http
+from fraudstream.registry import Registry
+from fraudstream.rules.engine import RuleSource
+from fraudstream.rules.lists import RedisLists
+from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
+from fraudstream.scoring.decide import DecisionPolicy
+from fraudstream.scoring.metrics import Dependency, ModelRef, ScorerMetrics
+from fraudstream.scoring.model import ServingModel
+from fraudstream.scoring.models import ModelSet, ModelWatcher
+from fraudstream.scoring.runner import ScorerLoop
+from fraudstream.scoring.settings import ScorerSettings
+from fraudstream.scoring.state import ScorerState, redis_client
+
+_log = logging.getLogger(__name__)
+
+
+def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
+    """Everything the loop needs; connections are made lazily by the clients."""
+    endpoints = resolve_endpoints(settings)
+    client = redis_client(endpoints.redis_url, settings.redis_timeout_ms)
+    rules = RuleSource(settings.rules_file)
+    watcher = ModelWatcher(
+        settings, endpoints.kafka_bootstrap, Registry(settings.registry_dir), settings.model_name
+    )
+
+    def current_rules() -> RuleSource:
+        rules.maybe_reload()
+        return rules
+
+    scorer = BatchScorer(
+        rules=lambda: current_rules().pack,
+        models=lambda: watcher.current,
+        state=ScorerState(
+            client, prefix=f"{settings.redis_prefix}:fs", memo_ttl_s=settings.memo_ttl_s
+        ),
+        lists=RedisLists(client, prefix=f"{settings.redis_prefix}:list"),
+        policy=DecisionPolicy(
+            degraded_review_factor=settings.degraded_review_factor,
+            rules_only_review_amount=settings.rules_only_review_amount,
+        ),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    return ScorerLoop(settings, endpoints.kafka_bootstrap, scorer), watcher
+
+
+class Observability:
+    """Metrics and health fed by the loop's callbacks."""
+
+    def __init__(self, loop: ScorerLoop) -> None:
+        self.loop = loop
+        self.registry = CollectorRegistry()
+        self.metrics = ScorerMetrics(self.registry)
+        self.health = HealthState()
+        self.health.set_rules_only_allowed(True)
+        loop.on_batch = self.on_batch
+        loop.on_abort = lambda: self.metrics.count_kafka_transaction("aborted")
+        loop.idle = self.on_idle
+
+    def on_swap(self, models: ModelSet) -> None:
+        champion = models.champion
+        _log.info("serving champion %s, shadow %s, canary %s (share %.2f)",
+                  _name(champion), _name(models.shadow), _name(models.canary),
+                  models.canary_share)  # fmt: skip
+        self.health.set_model_loaded(champion is not None)
+        self.metrics.set_model(_ref(champion), _ref(models.shadow), _ref(models.canary))
+        self.metrics.set_degraded(Dependency.MODEL, champion is None)
+
+    def on_batch(self, result: BatchResult, records: Sequence[InputRecord]) -> None:
+        now = time.time()
+        self.on_idle()
+        metrics = self.metrics
+        metrics.observe_batch(len(records), result.stage_seconds)
+        metrics.count_decisions(Counter((v.action.value, v.path.value) for v in result.verdicts))
+        for reason, count in Counter(result.dlq_reasons).items():
+            metrics.count_dlq(reason, count)
+        stamps = np.array([r.timestamp_ms or now * 1000 for r in records], dtype=np.float64)
+        metrics.observe_latencies(now - stamps / 1000)
+        metrics.set_degraded(Dependency.REDIS, result.degraded or result.lists_unavailable)
+        if result.shadow:
+            champion, shadow = np.array(result.shadow).T
+            metrics.observe_shadow_deltas(champion, shadow)
+        metrics.count_kafka_transaction("committed")
+
+    def on_idle(self) -> None:
+        self.health.mark_progress()
+        self.health.set_assigned(len(self.loop.assigned))
+        self.metrics.mark_progress(time.time())
+        self.metrics.set_consumer_state(self.loop.lag(), len(self.loop.assigned))
+
+
+def serve(settings: ScorerSettings | None = None) -> None:
+    """Run until SIGTERM/SIGINT; the batch in flight is finished first."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        _log.info("signal %d: finishing the batch in flight", signum)
+        stop.set()
+
+    # Installed before the (slow) model loading, so a stop during startup is clean too.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    settings = settings or ScorerSettings()
+    loop, watcher = build(settings)
+    observed = Observability(loop)
+    watcher.on_swap = observed.on_swap
+    observed.on_swap(watcher.current)
+    watcher.start()
+    server = serve_http(
+        observed.registry, observed.health, host=settings.metrics_host, port=settings.metrics_port
+    )
+    _log.info("metrics and health on http://%s:%d", server.host, server.port)
+    try:
+        loop.run(stop)
+    finally:
+        watcher.stop()
+        server.close()
+
+
+def _name(model: ServingModel | None) -> str:
+    return model.version if model else "none"
+
+
+def _ref(model: ServingModel | None) -> ModelRef | None:
+    return ModelRef(model.name, model.version) if model else None
+
+
+def main() -> None:
+    """Console script `fraud-scorer`."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        serve()
+    except FraudStreamError as exc:
+        _log.error("%s", exc)
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The scorer's settings (env `FRAUD_SCORER_*` and the common ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from fraudstream.settings import CommonSettings
+
+
+class ScorerSettings(CommonSettings):
+    """Batching, exactly-once identity, model, rules and dependency timeouts."""
+
+    scorer_group_id: str = Field(default="fraud-scorer", description="Kafka consumer group.")
+    scorer_instance: str = Field(
+        default="0",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Stable per-instance id; transactional.id is <group>-<instance>, so a "
+        "restarted instance fences its previous incarnation.",
+    )
+    scorer_batch_max: int = Field(default=500, ge=1, le=10_000, description="Records per batch.")
+    scorer_batch_wait_ms: int = Field(
+        default=5, ge=0, le=1000, description="Longest wait for a batch to fill."
+    )
+    scorer_transaction_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    registry_dir: Path = Field(default=Path("models"), description="Model registry root.")
+    model_name: str = Field(default="fraud", description="Registry model to serve.")
+    rules_file: Path = Field(default=Path("config/rules.yaml"), description="Rule pack.")
+    redis_timeout_ms: int = Field(
+        default=25, ge=1, le=5000, description="Per-call Redis timeout on the hot path."
+    )
+    redis_prefix: str = Field(
+        default="fraud", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Namespace of our keys."
+    )
+    memo_ttl_s: int = Field(
+        default=900,
+        ge=60,
+        le=8 * 86400,
+        description="How long a transaction's memo (its decision) is kept: replays after a "
+        "crash must come sooner, and duplicate ids are caught within it.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of /metrics.")
+    metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 picks a free port.")
+    degraded_review_factor: float = Field(default=0.5, gt=0, le=1)
+    rules_only_review_amount: float = Field(default=1000.0, gt=0)
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.scorer_group_id}-{self.scorer_instance}"

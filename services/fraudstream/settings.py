@@ -1,0 +1,92 @@
+"""Settings shared by every fraudstream process, read from the environment in one place.
+
+`KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` keep their conventional names; everything else
+is prefixed `FRAUD_` (for example `FRAUD_TOPIC_TRANSACTIONS`). Services extend
+`CommonSettings` with their own fields.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Infrastructure endpoints, topic names and local-stack locations."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FRAUD_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Use this Kafka instead of the embedded broker started by `fraudctl up`.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "FRAUD_REDIS_URL"),
+        description="Use this Redis instead of the embedded redis-server.",
+    )
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", description="librdkafka security.protocol for external clusters."
+    )
+    kafka_sasl_mechanism: str | None = Field(default=None, description="For example SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    state_dir: Path = Field(
+        default=Path(".fraudstream"),
+        description="Embedded stack's data, logs and pid files (git-ignored).",
+    )
+    cache_dir: Path = Field(
+        default=Path(".cache"), description="Downloaded Kafka jars (git-ignored)."
+    )
+    kafka_version: str = Field(default="4.1.1", description="Apache Kafka version of the broker.")
+    kafka_heap: str = Field(default="1g", description="Maximum JVM heap of the embedded broker.")
+    startup_timeout_s: float = Field(default=90.0, gt=0, description="Wait for readiness.")
+
+    topic_transactions: str = "transactions"
+    topic_dlq: str = "transactions.dlq"
+    topic_decisions: str = "fraud.decisions"
+    topic_review: str = "fraud.review"
+    topic_labels: str = "fraud.labels"
+    topic_retrain: str = "fraud.retrain"
+    topic_models: str = "fraud.models"
+    topic_partitions: int = Field(
+        default=6, ge=1, le=1024, description="Partitions of the keyed, high-volume topics."
+    )
+
+    topic_replication_factor: int = Field(
+        default=1, ge=1, le=16, description="Replicas of each topic (3 on a real cluster)."
+    )
+
+    max_message_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Larger input records are dead-lettered as oversize.",
+    )
+
+    def kafka_client_config(self, bootstrap: str) -> dict[str, Any]:
+        """librdkafka settings common to every client: bootstrap and security."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            password = self.kafka_sasl_password
+            config["sasl.password"] = password.get_secret_value() if password else ""
+        return config
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> CommonSettings:
+    """The process-wide settings, read once from the environment."""
+    return CommonSettings()

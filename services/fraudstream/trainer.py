@@ -1,0 +1,126 @@
+"""From labelled history to a registered model version: features, training, registry.
+
+`fraudctl train` runs this on simulated data or on a user's labelled file. Features come
+from the same `FeaturePipeline` the scorer uses, replayed in event-time order with each
+label applied when it became known.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from fraudstream.contracts import Label
+from fraudstream.datasets import LabelledHistory, load_labelled
+from fraudstream.features.pipeline import FeaturePipeline, replay
+from fraudstream.features.spec import FeatureConfig, FeatureSpec
+from fraudstream.registry import ModelVersion, Registry, Stage, VersionDetails
+from fraudstream.simulator import TRUTH_COLUMNS, SimulationConfig, iter_transactions, simulate
+from fraudstream.training.config import TrainConfig
+from fraudstream.training.data import FeatureSpecDoc, TrainingData, to_event_time
+from fraudstream.training.train import TrainResult, train
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTimes:
+    """Wall-clock seconds per stage, for the CLI summary and the benchmark."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def record(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = now - started
+        return now
+
+
+def simulated_history(config: SimulationConfig) -> LabelledHistory:
+    """Labelled history from the simulator: validated transactions, truth, late labels."""
+    sim = simulate(config)
+    truth = np.asarray(sim.transactions["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int8)
+    txs = list(iter_transactions(sim.transactions.drop_columns(list(TRUTH_COLUMNS))))
+    return LabelledHistory(txs, truth, labels_from_table(sim.labels))
+
+
+def labels_from_table(table: pa.Table) -> list[Label]:
+    return [Label.model_validate(row, strict=False) for row in table.to_pylist()]
+
+
+def training_data(history: LabelledHistory, spec: FeatureSpec) -> TrainingData:
+    """Replay the history through the feature pipeline into a training matrix."""
+    matrix = replay(FeaturePipeline(spec), history.transactions, history.labels)
+    event_us = np.fromiter(
+        (round(tx.event_time.timestamp() * 1_000_000) for tx in history.transactions),
+        dtype=np.int64,
+        count=len(history),
+    )
+    defaults = {n: v for n, v in spec.producer_defaults.items() if v is not None}
+    doc = FeatureSpecDoc(
+        names=list(spec.names),
+        defaults=defaults,
+        source={"pipeline": "fraudstream.features", "feature_spec": spec.model_dump(mode="json")},
+    )
+    return TrainingData(
+        X=matrix, y=history.y.astype(np.int8), event_time=to_event_time(event_us / 1e6),
+        feature_spec=doc,
+    )  # fmt: skip
+
+
+def feature_spec_of(doc: FeatureSpecDoc) -> FeatureSpec:
+    """The pipeline's spec stored with a model version (what the scorer rebuilds)."""
+    return FeatureSpec.model_validate(doc.source["feature_spec"])
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    version: ModelVersion
+    result: TrainResult
+    promoted: bool
+    times: StageTimes
+
+
+def train_and_register(
+    history: LabelledHistory,
+    *,
+    features: FeatureConfig,
+    config: TrainConfig,
+    registry: Registry,
+    name: str,
+    promote_if_no_champion: bool = True,
+    times: StageTimes | None = None,
+) -> TrainOutcome:
+    """Features, training, export with parity check, registry entry (and first promotion)."""
+    times = times or StageTimes()
+    started = time.perf_counter()
+    data = training_data(history, features.resolve())
+    started = times.record("features", started)
+    result = train(data, config)
+    started = times.record("train", started)
+    version = registry.register(name, result, note=f"{len(history)} transactions")
+    times.record("export_and_register", started)
+    promoted = promote_if_no_champion and registry.champion(name) is None
+    if promoted:
+        registry.set_stage(
+            name, version.version, Stage.CHAMPION, actor="trainer", note="first model"
+        )
+    return TrainOutcome(version, result, promoted, times)
+
+
+def labelled_matrix_builder(
+    path: Path,
+) -> tuple[Callable[[VersionDetails], np.ndarray], np.ndarray]:
+    """For `models compare`: each version's feature matrix of one labelled file, and y."""
+    history = load_labelled(path)
+
+    def build(details: VersionDetails) -> np.ndarray:
+        pipeline = FeaturePipeline(feature_spec_of(details.feature_spec))
+        return replay(pipeline, history.transactions, history.labels)
+
+    return build, history.y

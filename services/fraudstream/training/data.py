@@ -1,0 +1,173 @@
+"""Training data, its feature spec and the chronological train/validation/test split.
+
+Event times are `numpy.datetime64[us]` in UTC (naive values meaning UTC): microsecond
+precision like the transaction contract, and unambiguous when written to `training.json`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fraudstream.contracts.fields import FeatureName
+from fraudstream.training.errors import TrainingError
+
+EVENT_TIME_DTYPE = np.dtype("datetime64[us]")
+
+
+class FeatureSpecDoc(BaseModel):
+    """The model's input: feature names in column order, dtypes and missing-value defaults.
+
+    Written as `feature_spec.json` in every model version. `defaults` is the value the
+    logistic-regression member imputes for a missing (NaN) feature; features without a
+    default are imputed with their training median. LightGBM handles NaN natively.
+    `source` is free-form provenance filled by the feature pipeline.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    names: list[FeatureName] = Field(min_length=1)
+    dtypes: list[Literal["float32"]] = Field(default_factory=list)
+    defaults: dict[str, float] = Field(default_factory=dict)
+    source: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dtypes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dtypes" not in data and "names" in data:
+            return {**data, "dtypes": ["float32"] * len(data["names"])}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("feature names must be unique")
+        if len(self.dtypes) != len(self.names):
+            raise ValueError("dtypes must list one dtype per feature name")
+        unknown = sorted(set(self.defaults) - set(self.names))
+        if unknown:
+            raise ValueError(f"defaults given for unknown features: {unknown}")
+        if not all(math.isfinite(v) for v in self.defaults.values()):
+            raise ValueError("defaults must be finite numbers")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A labelled feature matrix in the feature spec's column order.
+
+    `X` is float32 n x f with NaN for missing values, `y` holds 0 (legit) / 1 (fraud) and
+    `event_time` is datetime64[us] UTC (see `to_event_time`). Validated on construction.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    event_time: np.ndarray
+    feature_spec: FeatureSpecDoc
+
+    def __post_init__(self) -> None:
+        if self.X.dtype != np.float32 or self.X.ndim != 2:
+            raise TrainingError(f"X must be a 2-D float32 array, got {self.X.dtype} {self.X.shape}")
+        n, f = self.X.shape
+        if f != len(self.feature_spec.names):
+            raise TrainingError(
+                f"X has {f} columns but the feature spec names {len(self.feature_spec.names)}"
+            )
+        if np.isinf(self.X).any():
+            raise TrainingError("X contains +/-inf: encode missing values as NaN instead")
+        if self.y.shape != (n,) or not np.isin(self.y, (0, 1)).all():
+            raise TrainingError(f"y must be {n} labels of 0 or 1")
+        if self.event_time.dtype != EVENT_TIME_DTYPE or self.event_time.shape != (n,):
+            raise TrainingError(f"event_time must be {n} datetime64[us] values: use to_event_time")
+        if np.isnat(self.event_time).any():
+            raise TrainingError("event_time contains NaT: drop rows without an event time")
+
+    @property
+    def n_rows(self) -> int:
+        """Number of labelled rows."""
+        return int(self.X.shape[0])
+
+
+def to_event_time(values: np.ndarray) -> np.ndarray:
+    """Convert datetime64 of any unit, or epoch seconds (numbers), to datetime64[us] UTC."""
+    arr = np.asarray(values)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return arr.astype(EVENT_TIME_DTYPE)
+    if np.issubdtype(arr.dtype, np.number):
+        return np.round(arr.astype(np.float64) * 1e6).astype("int64").astype(EVENT_TIME_DTYPE)
+    raise TrainingError(f"cannot read event times of dtype {arr.dtype}: use datetime64 or epoch s")
+
+
+def as_datetime(value: np.datetime64) -> datetime:
+    """A datetime64[us] (UTC) as an aware `datetime`."""
+    micros = int(value.astype(EVENT_TIME_DTYPE).astype("int64"))
+    return datetime.fromtimestamp(micros / 1e6, tz=UTC)
+
+
+class Window(BaseModel):
+    """One chronological window of the data: its time range and class balance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    start: datetime
+    end: datetime
+    rows: int
+    frauds: int
+    fraud_rate: float
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of each window, in event-time order; windows never share a timestamp."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    def windows(self, data: TrainingData) -> list[Window]:
+        """Time range and fraud rate of each window."""
+        named = (("train", self.train), ("validation", self.validation), ("test", self.test))
+        return [_window(name, idx, data) for name, idx in named]
+
+
+def _window(name: str, idx: np.ndarray, data: TrainingData) -> Window:
+    times = data.event_time[idx]
+    frauds = int(data.y[idx].sum())
+    return Window(
+        name=name,
+        start=as_datetime(times.min()),
+        end=as_datetime(times.max()),
+        rows=len(idx),
+        frauds=frauds,
+        fraud_rate=frauds / len(idx),
+    )
+
+
+def chronological_split(event_time: np.ndarray, fractions: tuple[float, float, float]) -> Split:
+    """Split rows by event time (never at random) into train / validation / test.
+
+    Each cut moves back to the first row of its timestamp so that every validation row is
+    strictly later than every training row, and every test row later than validation.
+    """
+    order = np.argsort(event_time, kind="stable")
+    times = event_time[order]
+    n = len(order)
+    cuts = []
+    for share in (fractions[0], fractions[0] + fractions[1]):
+        at = min(round(n * share), n - 1)
+        cuts.append(int(np.searchsorted(times, times[at], side="left")))
+    parts = np.split(order, cuts)
+    for name, part in zip(("train", "validation", "test"), parts, strict=True):
+        if len(part) == 0:
+            raise TrainingError(
+                f"the {name} window is empty: too few distinct event times for the split "
+                f"{fractions}; provide more data or change the split fractions"
+            )
+    return Split(train=parts[0], validation=parts[1], test=parts[2])

@@ -1,0 +1,17 @@
+"""Errors raised while training, exporting or loading a model."""
+
+from __future__ import annotations
+
+from fraudstream.errors import FraudStreamError
+
+
+class TrainingError(FraudStreamError):
+    """The training data or configuration cannot produce a model."""
+
+
+class ExportError(TrainingError):
+    """ONNX export failed or its output disagrees with the training library."""
+
+
+class ModelLoadError(FraudStreamError):
+    """A model version directory cannot be loaded or fed the given input."""

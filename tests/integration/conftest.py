@@ -1,0 +1,139 @@
+"""Session fixture: the real Kafka broker and Redis, started once (or reused via env).
+
+With KAFKA_BOOTSTRAP_SERVERS and REDIS_URL set, the tests use that infrastructure;
+otherwise they start a private embedded stack on free ports and stop it at the end.
+Factory fixtures hand out uniquely named topics, producers and consumers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fraudstream import kafka_clients
+from fraudstream.localstack.stack import Endpoints, LocalStack
+from fraudstream.settings import CommonSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> CommonSettings:
+    """Settings of the private test stack (jars cached in the repo's .cache)."""
+    return CommonSettings(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        cache_dir=Path(os.environ.get("FRAUD_CACHE_DIR", REPO / ".cache")),
+    )
+
+
+@pytest.fixture(scope="session")
+def endpoints(stack_settings: CommonSettings) -> Iterator[Endpoints]:
+    kafka_env, redis_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
+    if kafka_env and redis_env:
+        yield Endpoints(kafka_env, redis_env)
+        return
+    stack = LocalStack(stack_settings)
+    state = stack.up(say=lambda _line: None)
+    try:
+        yield Endpoints(state.kafka_bootstrap, state.redis_url)
+    finally:
+        stack.down(say=lambda _line: None)
+
+
+@pytest.fixture(scope="session")
+def settings(endpoints: Endpoints) -> CommonSettings:
+    return CommonSettings(
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap, redis_url=endpoints.redis_url
+    )
+
+
+@pytest.fixture(scope="session")
+def admin(settings: CommonSettings, endpoints: Endpoints) -> AdminClient:
+    return kafka_clients.admin_client(settings, endpoints.kafka_bootstrap)
+
+
+@pytest.fixture
+def redis_client(endpoints: Endpoints) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(endpoints.redis_url, socket_timeout=2)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names that never collide between tests or runs."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_topic(admin: AdminClient, unique: Callable[[str], str]) -> Callable[..., str]:
+    def _make(partitions: int = 1, **config: str) -> str:
+        name = unique("test")
+        future = admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name]
+        future.result(timeout=30)
+        return name
+
+    return _make
+
+
+@pytest.fixture
+def make_producer(
+    settings: CommonSettings, endpoints: Endpoints
+) -> Iterator[Callable[..., Producer]]:
+    made: list[Producer] = []
+
+    def _make(overrides: dict[str, Any] | None = None) -> Producer:
+        producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap, overrides)
+        made.append(producer)
+        return producer
+
+    yield _make
+    for producer in made:
+        producer.flush(10)
+
+
+@pytest.fixture
+def make_consumer(
+    settings: CommonSettings, endpoints: Endpoints, unique: Callable[[str], str]
+) -> Iterator[Callable[..., Consumer]]:
+    made: list[Consumer] = []
+
+    def _make(topic: str, overrides: dict[str, Any] | None = None) -> Consumer:
+        consumer = kafka_clients.consumer(
+            settings, endpoints.kafka_bootstrap, unique("group"), overrides
+        )
+        consumer.subscribe([topic])
+        made.append(consumer)
+        return consumer
+
+    yield _make
+    for consumer in made:
+        consumer.close()
+
+
+def consume_n(consumer: Consumer, n: int, timeout_s: float = 30.0) -> list[Message]:
+    """Poll until `n` records arrived (errors fail the test) or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    got: list[Message] = []
+    while len(got) < n and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                continue
+            pytest.fail(f"consumer error: {error}")
+        got.append(message)
+    return got

@@ -1,0 +1,308 @@
+"""The scorer against the real broker and Redis: one output per input, across kill -9."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import orjson
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from fraudstream.contracts import Decision, Transaction, decode, encode
+from fraudstream.features.compute import Event
+from fraudstream.features.pipeline import FeaturePipeline, StateCache
+from fraudstream.features.state import Entity, decode_state
+from fraudstream.localstack.stack import Endpoints
+from fraudstream.registry import Registry, Stage
+from fraudstream.scoring.model import scoring_spec
+from fraudstream.scoring.service import Observability, build
+from fraudstream.simulator import SimulationConfig
+from fraudstream.trainer import simulated_history
+from tests.integration.conftest import consume_n
+from tests.integration.scorer_support import (
+    deployment_env,
+    train_small_model,
+)
+from tests.integration.scorer_support import (
+    settings_from_env as _settings,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a small champion trained on simulated history."""
+    root = tmp_path_factory.mktemp("registry")
+    assert train_small_model(root).promoted
+    return root
+
+
+@pytest.fixture
+def scorer_env(endpoints: Endpoints, registry_dir: Path, admin: AdminClient) -> dict[str, str]:
+    """Environment of one isolated scorer deployment: own topics, group and Redis prefix."""
+    return deployment_env(endpoints, registry_dir, admin)
+
+
+def _transactions(n: int, seed: int) -> list[Transaction]:
+    history = simulated_history(SimulationConfig(seed=seed, n_transactions=n, days=2))
+    return history.transactions
+
+
+def _produce(producer: Producer, topic: str, txs: list[Transaction]) -> None:
+    for tx in txs:
+        producer.produce(topic, encode(tx), key=tx.card_token.encode())
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def _outputs(make_consumer: Callable[..., Consumer], topic: str, n: int) -> list[bytes]:
+    return [m.value() or b"" for m in consume_n(make_consumer(topic), n, timeout_s=90)]
+
+
+def test_every_input_yields_one_decision_or_one_dead_letter(
+    scorer_env: dict[str, str],
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = _settings(scorer_env)
+    txs = _transactions(400, seed=31)
+    producer = make_producer()
+    _produce(producer, settings.topic_transactions, txs)
+    bad = [
+        b"{not json",
+        orjson.dumps({**txs[0].model_dump(mode="json"), "transaction_id": "pan-1",
+                      "card_token": "4111111111111111"}),
+        b"x" * (settings.max_message_bytes + 1),
+        encode(txs[1]),  # the same transaction id again: a duplicate
+    ]  # fmt: skip
+    for value in bad:
+        producer.produce(settings.topic_transactions, value, key=b"bad")
+    producer.flush(30)
+
+    loop, watcher = build(settings)
+    model = watcher.current.champion
+    assert model is not None
+    observed = Observability(loop)
+    stop = threading.Event()
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        decisions = _outputs(make_consumer, settings.topic_decisions, len(txs))
+        dead = _outputs(make_consumer, settings.topic_dlq, len(bad))
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+    ids = Counter(orjson.loads(d)["transaction_id"] for d in decisions)
+    assert set(ids) == {tx.transaction_id for tx in txs}
+    assert max(ids.values()) == 1
+    reasons = sorted(orjson.loads(d)["reason"] for d in dead)
+    assert reasons == ["duplicate_id", "invalid_json", "oversize", "pan_detected"]
+    assert all(b"4111111111111111" not in d for d in dead)
+    parsed = [decode(Decision, d, LIMIT) for d in decisions]
+    assert all(isinstance(p, Decision) for p in parsed)
+    paths = Counter(p.path.value for p in parsed if isinstance(p, Decision))
+    assert paths["ml"] > 0
+    assert all(p.model_version == model.version for p in parsed
+               if isinstance(p, Decision) and p.path.value == "ml")  # fmt: skip
+    metric = observed.registry.get_sample_value
+    decided = sum(
+        metric("fraud_decisions_total", {"action": a, "path": p}) or 0.0
+        for a in ("approve", "review", "decline") for p in ("rules", "ml", "degraded")
+    )  # fmt: skip
+    assert decided == len(txs)
+    assert metric("fraud_dlq_records_total", {"reason": "pan_detected"}) == 1.0
+    assert metric("fraud_consumer_lag_records") == 0.0
+    assert (metric("fraud_end_to_end_latency_seconds_count") or 0) == len(txs) + len(bad)
+
+
+def _start_scorer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "fraudstream.scoring.service"],
+            env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_minus_nine_loses_and_doubles_nothing(  # noqa: PLR0917 - pytest fixtures
+    seed: int,
+    scorer_env: dict[str, str],
+    endpoints: Endpoints,
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = _settings(scorer_env)
+    txs = _transactions(3000, seed=40 + seed)
+    rng = random.Random(seed)
+    producer = make_producer()
+    feeder = threading.Thread(
+        target=_produce, args=(producer, settings.topic_transactions, txs), daemon=True
+    )
+    log = tmp_path / "scorer.log"
+    reader = make_consumer(settings.topic_decisions)  # reads during the faults too
+    seen: list[bytes] = []
+    feeder.start()
+    for stop_signal in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
+        started = log.read_text().count("assigned") if log.exists() else 0
+        proc = _start_scorer(scorer_env, log)
+        target = len(seen) + rng.randint(150, 700)
+        seen += [m.value() or b"" for m in consume_n(reader, target - len(seen), timeout_s=60)]
+        if stop_signal == signal.SIGTERM:  # once it runs (a stop during imports is a plain kill)
+            _await_log(log, "assigned", more_than=started)
+        os.kill(proc.pid, stop_signal)  # SIGTERM lands mid-traffic: the batch must finish
+        code = proc.wait(30)
+        if stop_signal == signal.SIGTERM:
+            assert code == 0, log.read_text()[-3000:]
+    feeder.join(60)
+    proc = _start_scorer(scorer_env, log)
+    try:
+        seen += [m.value() or b"" for m in consume_n(reader, len(txs) - len(seen), timeout_s=120)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    ids = Counter(orjson.loads(v)["transaction_id"] for v in seen)
+    missing = {tx.transaction_id for tx in txs} - set(ids)
+    doubled = {i: c for i, c in ids.items() if c > 1}
+    assert not missing, f"{len(missing)} inputs without a decision"
+    assert not doubled, f"duplicates: {list(doubled.items())[:5]}"
+    assert consume_n(reader, 1, timeout_s=3) == []  # and nothing more arrives
+    _assert_card_state_matches_a_clean_pass(endpoints, scorer_env, txs)
+
+
+def _assert_card_state_matches_a_clean_pass(
+    endpoints: Endpoints, env: dict[str, str], txs: list[Transaction]
+) -> None:
+    """Card state after crashes equals one clean pass (per-card order is the partition's)."""
+    pipeline = FeaturePipeline(scoring_spec(None))
+    clean = StateCache()
+    for tx in txs:
+        pipeline.transform([Event.from_transaction(tx)], clean)
+    client = redis.Redis.from_url(endpoints.redis_url)
+    prefix = f"{env['FRAUD_REDIS_PREFIX']}:fs"
+    cards = sorted({tx.card_token for tx in txs})
+    blobs = cast(list[bytes | None], client.mget([f"{prefix}:card:{card}" for card in cards]))
+    for card, blob in zip(cards, blobs, strict=True):
+        stored = np.array(decode_state(Entity.CARD, blob))
+        expected = np.array(clean[(Entity.CARD, card)])
+        assert np.array_equal(stored, expected, equal_nan=True), f"card {card} differs"
+
+
+def test_hot_swap_shadow_then_promote_without_restart_or_loss(
+    scorer_env: dict[str, str],
+    registry_dir: Path,
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    registry_copy = tmp_path / "registry"
+    shutil.copytree(registry_dir, registry_copy)
+    settings = _settings({**scorer_env, "FRAUD_REGISTRY_DIR": str(registry_copy)})
+    registry = Registry(registry_copy)
+    (first,) = registry.list("fraud")
+    second = train_small_model(registry_copy, train_seed=2).version
+    loop, watcher = build(settings)
+    stop = threading.Event()
+    watcher.start()
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    worker.start()
+    producer = make_producer()
+    reader = make_consumer(settings.topic_decisions)
+    txs = _transactions(900, seed=50)
+
+    def phase(batch: list[Transaction]) -> list[dict[str, object]]:
+        _produce(producer, settings.topic_transactions, batch)
+        return [orjson.loads(m.value() or b"") for m in consume_n(reader, len(batch), 60)]
+
+    def announce(version: str, stage: Stage) -> None:
+        event = registry.set_stage("fraud", version, stage, actor="test")
+        _produce_raw(producer, settings.topic_models, b"fraud", encode(event))
+
+    try:
+        before = phase(txs[:300])
+        announce(second.version, Stage.SHADOW)
+        _await(lambda: watcher.current.shadow is not None)
+        shadowed = phase(txs[300:600])
+        announce(second.version, Stage.CHAMPION)
+        _await(lambda: watcher.current.champion is not None
+               and watcher.current.champion.version == second.version)  # fmt: skip
+        after = phase(txs[600:])
+    finally:
+        stop.set()
+        worker.join(30)
+        watcher.stop()
+    assert {d["model_version"] for d in before if d["path"] == "ml"} == {first.version}
+    assert {d["shadow_model_version"] for d in shadowed} == {second.version}
+    assert all(isinstance(d["shadow_score"], float) for d in shadowed)
+    assert {d["model_version"] for d in shadowed if d["path"] == "ml"} == {first.version}
+    assert {d["model_version"] for d in after if d["path"] == "ml"} == {second.version}
+    ids = Counter(str(d["transaction_id"]) for d in before + shadowed + after)
+    assert set(ids) == {tx.transaction_id for tx in txs}
+    assert max(ids.values()) == 1
+
+
+def _produce_raw(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    producer.produce(topic, value, key=key)
+    assert producer.flush(30) == 0
+
+
+def _await(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_rebalance_while_instances_join_and_leave(
+    scorer_env: dict[str, str],
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = _settings(scorer_env)
+    txs = _transactions(3000, seed=60)
+    producer = make_producer()
+    feeder = threading.Thread(
+        target=_produce, args=(producer, settings.topic_transactions, txs), daemon=True
+    )
+    reader = make_consumer(settings.topic_decisions)
+    first = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "a"}, tmp_path / "a.log")
+    feeder.start()
+    seen = [m.value() or b"" for m in consume_n(reader, 500, timeout_s=60)]
+    second = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "b"}, tmp_path / "b.log")
+    seen += [m.value() or b"" for m in consume_n(reader, 1000, timeout_s=60)]
+    first.send_signal(signal.SIGTERM)  # leaves: its partitions move to the other instance
+    assert first.wait(30) == 0
+    feeder.join(60)
+    try:
+        seen += [m.value() or b"" for m in consume_n(reader, len(txs) - len(seen), 120)]
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    ids = Counter(orjson.loads(v)["transaction_id"] for v in seen)
+    assert set(ids) == {tx.transaction_id for tx in txs}
+    assert max(ids.values()) == 1
+    for name in ("a.log", "b.log"):
+        assert "assigned" in (tmp_path / name).read_text()  # both took part
+
+
+def _await_log(log: Path, text: str, *, more_than: int) -> None:
+    """Wait until `text` appears in the shared scorer log more than `more_than` times."""
+    _await(lambda: log.read_text().count(text) > more_than)

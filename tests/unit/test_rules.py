@@ -1,0 +1,137 @@
+"""Rule packs: schema validation, safe evaluation, precedence and hot reload."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from fraudstream.errors import ConfigurationError
+from fraudstream.rules.context import RuleContext
+from fraudstream.rules.engine import RulePack, RuleSource
+from fraudstream.rules.model import RuleAction
+from tests.factories import transaction
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT = RulePack.from_yaml((REPO / "config" / "rules.yaml").read_text())
+
+
+def _ctx(
+    features: dict[str, float] | None = None,
+    lists: dict[tuple[str, str], frozenset[str]] | None = None,
+    **tx: object,
+) -> RuleContext:
+    return RuleContext(transaction(**tx), features or {}, lists or {})
+
+
+def test_default_pack_loads() -> None:
+    assert DEFAULT.version == "default-2026-11"
+    assert len(DEFAULT) == 7
+
+
+def test_ordinary_payment_matches_nothing() -> None:
+    outcome = DEFAULT.evaluate(_ctx({"card_count_10m": 1.0, "card_speed_kmh": 20.0}))
+    assert outcome.action is None
+    assert outcome.hits == ()
+
+
+def test_block_list_declines_and_allow_list_wins_when_first() -> None:
+    blocked = _ctx(lists={("block", "merchant"): frozenset({"merch-1"})})
+    outcome = DEFAULT.evaluate(blocked)
+    assert outcome.action is RuleAction.DECLINE
+    assert [h.reason for h in outcome.hits] == ["BLOCKLISTED"]
+    both = _ctx(lists={("block", "merchant"): frozenset({"merch-1"}),
+                       ("allow", "card"): frozenset({"card-0001"})})  # fmt: skip
+    outcome = DEFAULT.evaluate(both)
+    assert outcome.action is RuleAction.APPROVE
+    assert [h.rule_id for h in outcome.hits] == ["ALLOWLIST_CARD", "BLOCKLIST_ENTITY"]
+
+
+def test_card_testing_needs_both_conditions() -> None:
+    assert DEFAULT.evaluate(_ctx({"card_count_10m": 6.0}, amount=1.0)).action is RuleAction.DECLINE
+    assert DEFAULT.evaluate(_ctx({"card_count_10m": 6.0}, amount=50.0)).action is None
+    assert DEFAULT.evaluate(_ctx({"card_count_10m": 2.0}, amount=1.0)).action is None
+
+
+def test_missing_features_never_match() -> None:
+    degraded = _ctx({"card_speed_kmh": math.nan, "card_distance_km": math.nan}, amount=1.0)
+    assert DEFAULT.evaluate(degraded).hits == ()
+
+
+def test_tags_add_reasons_without_deciding() -> None:
+    features = {"card_new_device": 1.0, "card_count_30d": 4.0}
+    outcome = DEFAULT.evaluate(_ctx(features, amount=900.0))
+    assert outcome.action is None
+    assert [h.reason for h in outcome.hits] == ["NEW_DEVICE_HIGH_AMOUNT"]
+    over = DEFAULT.evaluate(_ctx(features, amount=20000.0))
+    assert over.action is RuleAction.REVIEW
+    assert [h.reason for h in over.hits] == ["AMOUNT_OVER_LIMIT", "NEW_DEVICE_HIGH_AMOUNT"]
+
+
+def test_field_operators_and_enums() -> None:
+    pack = RulePack.from_yaml("""
+version: t
+rules:
+  - id: R1
+    description: risky countries online
+    when:
+      all:
+        - {field: country, op: in, value: [RO, BG]}
+        - {field: channel, op: eq, value: ecommerce}
+        - not: {field: card_present, op: eq, value: true}
+    action: review
+    reason: GEO
+""")
+    assert pack.evaluate(_ctx(country="RO", channel="ecommerce", card_present=False)).action
+    assert pack.evaluate(_ctx(country="DE", channel="ecommerce", card_present=False)).action is None
+    assert pack.evaluate(_ctx(country="RO", channel="pos", card_present=False)).action is None
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("{field: __class__, op: eq, value: 1}", "unknown field"),
+        ("{feature: no_such, op: eq, value: 1}", "unknown feature"),
+        ("{field: amount, op: eq, value: 1, extra: 2}", "Extra inputs"),
+        ("{field: amount, op: in, value: 1}", "list value"),
+        ("{field: amount, op: matches, value: 1}", "op"),
+        ('\'__import__("os").system("true")\'', "when"),
+    ],
+)
+def test_invalid_rules_are_refused_at_load(snippet: str, message: str) -> None:
+    text = (
+        "version: t\nrules:\n  - id: BAD\n    description: x\n"
+        f"    when: {snippet}\n    action: decline\n    reason: X\n"
+    )
+    with pytest.raises(ConfigurationError, match=message):
+        RulePack.from_yaml(text)
+
+
+def test_duplicate_ids_and_bad_yaml_are_refused() -> None:
+    rule = (
+        "  - {id: A, description: x, when: {field: amount, op: gt, value: 1},"
+        " action: tag, reason: X}\n"
+    )
+    with pytest.raises(ConfigurationError, match="duplicate rule ids"):
+        RulePack.from_yaml("version: t\nrules:\n" + rule + rule)
+    with pytest.raises(ConfigurationError, match="not valid YAML"):
+        RulePack.from_yaml("version: [unclosed")
+
+
+def test_source_reloads_on_change_and_keeps_the_last_good_pack(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text((REPO / "config" / "rules.yaml").read_text())
+    source = RuleSource(path)
+    assert not source.maybe_reload()
+    path.write_text("version: v2\nrules: []\n")
+    os.utime(path, ns=(1, 10**18))  # a distinct mtime even on coarse clocks
+    assert source.maybe_reload()
+    assert source.pack.version == "v2"
+    path.write_text("version: v3\nrules: [{id: broken}]\n")
+    os.utime(path, ns=(1, 2 * 10**18))
+    assert not source.maybe_reload()
+    assert source.pack.version == "v2"
+    assert source.last_error is not None
+    assert "invalid rule pack" in source.last_error

@@ -1,0 +1,266 @@
+"""Training: chronological split, reproducibility, thresholds, metrics, calibration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraudstream.training.calibration import fit_calibrator
+from fraudstream.training.config import LightGBMParams, TrainConfig
+from fraudstream.training.data import (
+    FeatureSpecDoc,
+    TrainingData,
+    chronological_split,
+    to_event_time,
+)
+from fraudstream.training.ensemble import review_mask
+from fraudstream.training.errors import ModelLoadError, TrainingError
+from fraudstream.training.explain import explain
+from fraudstream.training.members import fit_logreg
+from fraudstream.training.metrics import average_precision, recall_at_fpr, roc_auc
+from fraudstream.training.provenance import code_version
+from fraudstream.training.synthetic import synthetic_training_data
+from fraudstream.training.thresholds import (
+    NEVER,
+    choose_thresholds,
+    disagreement_earns_reviews,
+)
+from fraudstream.training.train import TrainResult, train
+
+SMALL = TrainConfig(
+    seed=7,
+    lightgbm=LightGBMParams(
+        num_leaves=15, num_boost_round=80, early_stopping_rounds=15, min_child_samples=20
+    ),
+    parity_rows=500,
+)
+METRIC_KEYS = {
+    "rows",
+    "frauds",
+    "auprc",
+    "roc_auc",
+    "recall_at_fpr_0_1pct",
+    "recall_at_fpr_1pct",
+    "precision_at_review_budget",
+    "review_rate",
+    "decline_rate",
+    "decline_precision",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_git() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUD_GIT_COMMIT", "test-commit")
+        yield
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    return synthetic_training_data(20_000, n_features=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def result(data: TrainingData) -> TrainResult:
+    return train(data, SMALL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=3, max_size=200))
+def test_chronological_split_never_mixes_times(seconds: list[int]) -> None:
+    times = to_event_time(np.array(seconds, dtype=np.float64))
+    try:
+        split = chronological_split(times, (0.6, 0.2, 0.2))
+    except TrainingError:
+        return  # too few distinct times for three non-empty windows: refusing is right
+    assert times[split.train].max() < times[split.validation].min()
+    assert times[split.validation].max() < times[split.test].min()
+    every = np.concatenate([split.train, split.validation, split.test])
+    assert sorted(every.tolist()) == list(range(len(seconds)))
+
+
+def test_split_refuses_when_a_window_would_be_empty() -> None:
+    with pytest.raises(TrainingError, match="window is empty"):
+        chronological_split(to_event_time(np.zeros(50)), (0.6, 0.2, 0.2))
+
+
+def test_split_follows_the_fractions(data: TrainingData) -> None:
+    split = chronological_split(data.event_time, (0.6, 0.2, 0.2))
+    assert abs(len(split.train) - 12_000) <= 1
+    assert abs(len(split.test) - 4_000) <= 1
+    windows = split.windows(data)
+    assert [w.name for w in windows] == ["train", "validation", "test"]
+    assert windows[0].end < windows[1].start
+    assert windows[1].end < windows[2].start
+
+
+def test_training_data_is_validated() -> None:
+    spec = FeatureSpecDoc(names=["a", "b"])
+    assert spec.dtypes == ["float32", "float32"]
+    times = to_event_time(np.arange(3.0))
+    good = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(TrainingError, match="float32"):
+        TrainingData(good.astype(np.float64), np.array([0, 1, 0]), times, spec)
+    with pytest.raises(TrainingError, match="inf"):
+        TrainingData(np.full((3, 2), np.inf, np.float32), np.array([0, 1, 0]), times, spec)
+    with pytest.raises(TrainingError, match="0 or 1"):
+        TrainingData(good, np.array([0, 2, 0]), times, spec)
+    with pytest.raises(TrainingError, match="datetime64"):
+        TrainingData(good, np.array([0, 1, 0]), np.arange(3.0), spec)
+    with pytest.raises(ValueError, match="unknown features"):
+        FeatureSpecDoc(names=["a"], defaults={"b": 0.0})
+
+
+def test_logreg_imputes_spec_defaults_else_training_medians() -> None:
+    X = np.array([[1.0, 10.0], [3.0, np.nan], [np.nan, 30.0], [5.0, 20.0]], dtype=np.float32)
+    spec = FeatureSpecDoc(names=["count", "amount"], defaults={"count": -1.0})
+    pipeline = fit_logreg(X, np.array([0, 1, 0, 1]), spec, SMALL)
+    assert pipeline.named_steps["impute"].statistics_.tolist() == [-1.0, 20.0]
+
+
+def test_too_few_validation_frauds_is_a_clear_error(data: TrainingData) -> None:
+    config = SMALL.model_copy(update={"min_validation_frauds": 10_000})
+    with pytest.raises(TrainingError, match="validation window"):
+        train(data, config)
+
+
+def test_reproducible_with_the_seed(data: TrainingData, result: TrainResult) -> None:
+    again = train(data, SMALL)
+    X = result.holdout_X
+    assert np.array_equal(again.predict(X)[0], result.predict(X)[0])
+    assert again.ensemble == result.ensemble
+    assert again.booster.model_to_string() == result.booster.model_to_string()
+    reseeded = train(data, SMALL.model_copy(update={"seed": 8}))
+    assert not np.array_equal(reseeded.predict(X)[0], result.predict(X)[0])
+
+
+def _validation(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
+    split = chronological_split(data.event_time, SMALL.split_fractions)
+    return data.X[split.validation], data.y[split.validation]
+
+
+def test_thresholds_respect_the_review_budget_on_validation(
+    data: TrainingData, result: TrainResult
+) -> None:
+    X, y = _validation(data)
+    t = result.ensemble.thresholds
+    scores, members = result.predict(X)
+    reviewed = review_mask(scores, result.ensemble.disagreement(members), t)
+    assert reviewed.mean() == pytest.approx(t.validation_review_rate)
+    assert SMALL.review_budget - 2 / len(y) <= reviewed.mean() <= SMALL.review_budget
+    assert t.review <= t.decline
+    if t.decline_target_met:
+        assert y[scores >= t.decline].mean() >= SMALL.target_decline_precision
+        # the lowest such threshold: one step lower would break the target or add nothing
+        below = scores[scores < t.decline]
+        if len(below):
+            assert y[scores >= below.max()].mean() < SMALL.target_decline_precision
+
+
+def test_choose_thresholds_by_hand() -> None:
+    scores = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    y = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
+    agree = np.zeros(10, dtype=bool)
+    t = choose_thresholds(scores, y, agree, review_budget=0.2, target_precision=0.75)
+    assert t.decline == 0.6  # top 5 have precision 0.8; top 6 fall to 4/6
+    assert t.review == 0.4  # 0.5 and 0.4: two rows = 20 % of traffic
+    disagree = agree.copy()
+    disagree[-1] = True  # one disagreement below the band uses one review slot
+    t = choose_thresholds(scores, y, disagree, review_budget=0.2, target_precision=0.75)
+    assert t.review == 0.5
+    assert t.validation_review_rate == pytest.approx(0.2)
+    never = choose_thresholds(scores, y, agree, review_budget=0.2, target_precision=1.01)
+    assert never.decline == NEVER
+    assert not never.decline_target_met
+    assert never.review == 0.9
+    assert never.validation_decline_rate == 0.0
+
+
+def test_disagreement_reviews_only_when_they_find_fraud() -> None:
+    scores = np.array([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])
+    y = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0])
+    disagree = np.zeros(10, dtype=bool)
+    disagree[6] = True  # members disagree on a fraud far below the band
+    without = choose_thresholds(scores, y, np.zeros(10, dtype=bool), 0.2, 0.9)
+    with_it = choose_thresholds(scores, y, disagree, 0.2, 0.9)
+    assert (without.decline, without.review, with_it.review) == (0.5, 0.3, 0.4)
+    assert disagreement_earns_reviews(scores, y, disagree, with_it, without)
+    y_swapped = y.copy()
+    y_swapped[[3, 6]] = [1, 0]  # now the displaced band row is the fraud
+    assert not disagreement_earns_reviews(scores, y_swapped, disagree, with_it, without)
+
+
+def test_metrics_keys_present_and_sane(result: TrainResult) -> None:
+    for window in (result.metrics.validation, result.metrics.test):
+        assert set(window) == {"lightgbm", "logreg", "ensemble"}
+        for m in window.values():
+            assert set(m.model_dump()) == METRIC_KEYS
+            assert 0.0 <= m.auprc <= 1.0
+            assert 0.5 < m.roc_auc <= 1.0
+            assert 0.0 <= m.recall_at_fpr_0_1pct <= m.recall_at_fpr_1pct <= 1.0
+            assert 0.0 <= m.review_rate + m.decline_rate <= 1.0
+    test = result.metrics.test
+    assert test["ensemble"].auprc > 0.5
+    assert test["ensemble"].roc_auc > 0.85
+    assert test["ensemble"].rows == result.info.windows[2].rows
+    assert result.info.code_version.git_commit == "test-commit"
+
+
+def test_numpy_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(5_000) < 0.05).astype(np.int8)
+    scores = np.round(rng.random(5_000) + 0.3 * y, 2)  # rounded: many ties
+    assert average_precision(y, scores) == pytest.approx(average_precision_score(y, scores))
+    assert roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores))
+    assert recall_at_fpr(y, np.where(y == 1, 1.0, 0.0), 0.001) == 1.0
+
+
+def test_calibration_is_monotone(result: TrainResult) -> None:
+    calibrator = result.ensemble.calibrator
+    assert np.all(np.diff(calibrator.x) > 0)
+    assert np.all(np.diff(calibrator.y) >= 0)
+    z = np.linspace(calibrator.x[0] - 5, calibrator.x[-1] + 5, 2_000)
+    calibrated = calibrator.apply(z)
+    assert np.all(np.diff(calibrated) >= 0)
+    assert calibrated.min() >= 0.0
+    assert calibrated.max() <= 1.0
+    assert all(w >= 0 for w in result.ensemble.combiner.weights)
+
+
+def test_calibrator_tracks_the_base_rate() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(-4.0, 2.0, 50_000)
+    y = (rng.random(50_000) < 1 / (1 + np.exp(-z))).astype(np.int8)
+    calibrated = fit_calibrator(z, y).apply(z)
+    assert calibrated.mean() == pytest.approx(y.mean(), abs=0.002)
+    top = z > 0
+    assert calibrated[top].mean() == pytest.approx(y[top].mean(), abs=0.05)
+
+
+def test_explain_returns_top_contributions(result: TrainResult) -> None:
+    names = result.feature_spec.names
+    rows = result.holdout_X[:3]
+    top = explain(result.booster, rows, names, top_k=3)
+    assert len(top) == 3
+    assert all(len(r) == 3 for r in top)
+    for row in top:
+        sizes = [abs(v) for _, v in row]
+        assert sizes == sorted(sizes, reverse=True)
+        assert all(n in names for n, _ in row)
+    full = explain(result.booster, rows, names, top_k=len(names))
+    raw = np.asarray(result.booster.predict(rows, raw_score=True))
+    bias = np.asarray(result.booster.predict(rows, pred_contrib=True))[:, -1]
+    assert np.allclose([sum(v for _, v in r) for r in full], raw - bias)
+    with pytest.raises(ModelLoadError, match="feature_spec order"):
+        explain(result.booster, rows[:, :2], names[:2])
+
+
+def test_code_version_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FRAUD_GIT_COMMIT")
+    monkeypatch.setenv("PATH", "")
+    assert code_version().git_commit == "unknown"
