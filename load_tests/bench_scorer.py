@@ -74,7 +74,7 @@ from fraudstream.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120.0
-STAGES = ("validate", "state", "features", "rules", "model", "decide")
+STAGES = ("validate", "state", "features", "rules", "model", "decide", "save", "produce", "commit")
 CPU_COLUMNS = ("service", "broker", "redis", "loadgen", "others")
 
 

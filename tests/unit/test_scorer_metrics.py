@@ -134,6 +134,11 @@ def test_gauges_and_counters(registry: CollectorRegistry, metrics: ScorerMetrics
     metrics.count_redis_error("update")
     metrics.count_rule_reload_error()
     metrics.mark_progress(1_700_000_000.5)
+    metrics.count_state_fenced()
+    metrics.count_state_gap(250)
+    metrics.count_state_gap(3)
+    assert value(registry, "fraud_state_fenced_batches_total") == 1
+    assert value(registry, "fraud_state_gap_offsets_total") == 253
     assert value(registry, "fraud_consumer_lag_records") == 1234
     assert value(registry, "fraud_assigned_partitions") == 6
     assert value(registry, "fraud_degraded", dependency="redis") == 1
@@ -165,6 +170,8 @@ EXPECTED_FAMILIES = {
     "fraud_shadow_score_delta",
     "fraud_kafka_transactions",
     "fraud_redis_errors",
+    "fraud_state_fenced_batches",
+    "fraud_state_gap_offsets",
     "fraud_circuit_state",
     "fraud_last_progress_timestamp_seconds",
 }

@@ -20,7 +20,7 @@ from fraudstream.training.data import (
 )
 from fraudstream.training.ensemble import review_mask
 from fraudstream.training.errors import ModelLoadError, TrainingError
-from fraudstream.training.explain import explain
+from fraudstream.training.explain import PathExplainer, explain
 from fraudstream.training.members import fit_logreg
 from fraudstream.training.metrics import average_precision, recall_at_fpr, roc_auc
 from fraudstream.training.provenance import code_version
@@ -252,12 +252,20 @@ def test_explain_returns_top_contributions(result: TrainResult) -> None:
         sizes = [abs(v) for _, v in row]
         assert sizes == sorted(sizes, reverse=True)
         assert all(n in names for n, _ in row)
-    full = explain(result.booster, rows, names, top_k=len(names))
+    explainer = PathExplainer(result.booster, list(names))
+    full = explainer.top(rows, top_k=len(names))
     raw = np.asarray(result.booster.predict(rows, raw_score=True))
-    bias = np.asarray(result.booster.predict(rows, pred_contrib=True))[:, -1]
-    assert np.allclose([sum(v for _, v in r) for r in full], raw - bias)
+    assert np.allclose([sum(v for _, v in r) for r in full], raw - explainer.bias, atol=1e-4)
+    # The features TreeSHAP ranks first are credited in the same direction by path attribution.
+    shap = np.asarray(result.booster.predict(rows, pred_contrib=True))[:, :-1]
+    path = explainer.contributions(rows)
+    for i in range(len(rows)):
+        lead = int(np.argmax(np.abs(shap[i])))
+        assert np.sign(path[i, lead]) == np.sign(shap[i, lead]) or abs(path[i, lead]) < 0.05
     with pytest.raises(ModelLoadError, match="feature_spec order"):
-        explain(result.booster, rows[:, :2], names[:2])
+        explainer.top(rows[:, :2])
+    with pytest.raises(ModelLoadError, match="feature_spec names"):
+        explain(result.booster, rows[:, :2], list(names[:2]))
 
 
 def test_code_version_without_git(monkeypatch: pytest.MonkeyPatch) -> None:

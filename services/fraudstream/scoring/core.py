@@ -38,10 +38,17 @@ from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.decide import DecisionPolicy, Verdict
 from fraudstream.scoring.models import ModelSet
 from fraudstream.scoring.routing import RowScore, route_and_decide
-from fraudstream.scoring.state import Memo, ScorerState
+from fraudstream.scoring.state import (
+    DECISIONS,
+    DLQ,
+    REVIEW,
+    Loaded,
+    Memo,
+    Partition,
+    ScorerState,
+)
 
 _log = logging.getLogger(__name__)
-DECISIONS, REVIEW, DLQ = "decisions", "review", "dlq"
 Output = tuple[str, bytes | None, bytes]  # (topic role, key, value)
 
 
@@ -69,6 +76,7 @@ class BatchResult:
     degraded: bool = False  # entity state unavailable (not saved either)
     lists_unavailable: bool = False  # block/allow lists not checked (state still saved)
     shadow: list[tuple[float, float]] = field(default_factory=list)  # (champion, shadow)
+    state_gaps: dict[Partition, int] = field(default_factory=dict)  # offsets Redis lost
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -86,6 +94,8 @@ class BatchScorer:
     clock: Callable[[], float] = time.time
 
     def process(self, records: Sequence[InputRecord]) -> BatchResult:
+        """Score one batch. Redis failures degrade it; `StateFenced` (another instance owns
+        one of its partitions) propagates: the batch must then be dropped, not committed."""
         result = BatchResult()
         outputs: list[Output | None] = [None] * len(records)
         mark = time.perf_counter()
@@ -95,13 +105,16 @@ class BatchScorer:
             outputs[index] = self._dead_letter(records[index], rejection)
             result.dlq_reasons.append(rejection.reason.value)
         mark = _lap(result, "validate", mark)
-        states, memos = self._load_state(oks, result)
+        events = [Event.from_transaction(tx) for _, tx in oks]
+        loaded = self._load_state(records, oks, events, result)
         fresh: list[tuple[int, Transaction]] = []
-        for index, tx in oks:
-            memo = memos.get(tx.transaction_id)
+        fresh_events: list[Event] = []
+        for (index, tx), event in zip(oks, events, strict=True):
+            memo = loaded.memos.get(tx.transaction_id)
             record = records[index]
             if memo is None:
                 fresh.append((index, tx))
+                fresh_events.append(event)
             elif (memo.partition, memo.offset) == (record.partition, record.offset):
                 result.replayed += 1  # a reprocessed batch: same outputs, nothing recounted
                 outputs[index] = memo.outputs[0]
@@ -115,22 +128,31 @@ class BatchScorer:
                 result.dlq_reasons.append(DeadLetterReason.DUPLICATE_ID.value)
         mark = _lap(result, "state", mark)
         new_memos = self._score(
-            records, fresh=fresh, states=states, outputs=outputs, result=result, mark=mark
-        )
+            records, fresh=fresh, events=fresh_events, states=loaded.states, outputs=outputs,
+            result=result, mark=mark,
+        )  # fmt: skip
         if self.state is not None and not result.degraded:
+            mark = time.perf_counter()
             try:
-                self.state.save(states, new_memos)
+                self.state.save(loaded.states, new_memos, _offsets(records, max))
             except InfrastructureUnavailable as exc:
                 _log.warning("state not saved, batch continues: %s", exc)
                 result.degraded = True
+            _lap(result, "save", mark)
         result.outputs[:0] = [o for o in outputs if o is not None]
         return result
+
+    def release(self, partitions: Sequence[Partition]) -> None:
+        """Partitions were assigned or revoked: their state fences are claimed anew."""
+        if self.state is not None:
+            self.state.release(partitions)
 
     def _score(
         self,
         records: Sequence[InputRecord],
         *,
         fresh: list[tuple[int, Transaction]],
+        events: list[Event],
         states: StateCache,
         outputs: list[Output | None],
         result: BatchResult,
@@ -140,7 +162,7 @@ class BatchScorer:
             return {}
         txs = [tx for _, tx in fresh]
         models = self.models()
-        rows = models.pipeline.transform([Event.from_transaction(tx) for tx in txs], states)
+        rows = models.pipeline.transform(events, states)
         mark = _lap(result, "features", mark)
         hits = self._list_hits(txs, result)
         names = models.pipeline.spec.names
@@ -174,12 +196,14 @@ class BatchScorer:
     ) -> list[Output]:
         reasons = [*verdict.reasons, *(
             Reason(code="TOP_FEATURE", source=ReasonSource.MODEL, feature=name,
-                   contribution=value, detail="LightGBM log-odds contribution")
+                   contribution=value, detail="LightGBM log-odds path contribution")
             for name, value in row.contributions
         )]  # fmt: skip
         decided_at = datetime.fromtimestamp(now, UTC)
         arrival = (record.timestamp_ms or now * 1000) / 1000
-        decision = Decision(
+        # model_construct: every value below comes from validated input or our own typed code,
+        # so re-validating would only cost time (tests validate encoded decisions instead).
+        decision = Decision.model_construct(
             transaction_id=tx.transaction_id, card_token=tx.card_token, action=verdict.action,
             score=row.score, member_scores=row.members, reasons=reasons,
             model_version=row.model_version,
@@ -190,7 +214,7 @@ class BatchScorer:
         )  # fmt: skip
         produced: list[Output] = [(DECISIONS, tx.card_token.encode(), encode(decision))]
         if verdict.action is Action.REVIEW:
-            case = ReviewCase(
+            case = ReviewCase.model_construct(
                 transaction=tx, action_suggested=verdict.action, score=row.score,
                 member_scores=row.members, reasons=reasons, contributions=dict(row.contributions),
                 model_version=row.model_version, path=verdict.path, created_at=decided_at,
@@ -199,20 +223,31 @@ class BatchScorer:
         return produced
 
     def _load_state(
-        self, oks: list[tuple[int, Transaction]], result: BatchResult
-    ) -> tuple[StateCache, dict[str, Memo]]:
+        self,
+        records: Sequence[InputRecord],
+        oks: list[tuple[int, Transaction]],
+        events: list[Event],
+        result: BatchResult,
+    ) -> Loaded:
+        empty = Loaded(StateCache(), {}, {})
         if self.state is None:
             result.degraded = True
-            return StateCache(), {}
-        keys = list(
-            dict.fromkeys(k for _, tx in oks for k in state_keys(Event.from_transaction(tx)))
-        )
+            return empty
+        keys = list(dict.fromkeys(k for event in events for k in state_keys(event)))
         try:
-            return self.state.load(keys, [tx.transaction_id for _, tx in oks])
+            loaded = self.state.load(
+                keys, [tx.transaction_id for _, tx in oks], _offsets(records, min)
+            )
         except InfrastructureUnavailable as exc:
             _log.warning("degraded batch: %s", exc)
             result.degraded = True
-            return StateCache(), {}
+            return empty
+        for partition, missing in loaded.gaps.items():
+            _log.error("Redis lacks the state of %d committed offsets before this batch on %s: "
+                       "features are missing those updates (see the StateGap runbook)",
+                       missing, partition)  # fmt: skip
+        result.state_gaps = loaded.gaps
+        return loaded
 
     def _list_hits(self, txs: list[Transaction], result: BatchResult) -> ListHits:
         """Block/allow list hits; without them the batch is decided on the degraded path."""
@@ -258,6 +293,17 @@ class BatchScorer:
             headers=record.headers, service=self.service, now=datetime.now(UTC),
         )  # fmt: skip
         return (DLQ, record.key, encode(letter))
+
+
+def _offsets(
+    records: Sequence[InputRecord], pick: Callable[[int, int], int]
+) -> dict[Partition, int]:
+    """The first (`min`) or last (`max`) offset of each partition in the batch."""
+    found: dict[Partition, int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        found[key] = pick(found.get(key, record.offset), record.offset)
+    return found
 
 
 def _lap(result: BatchResult, stage: str, since: float) -> float:

@@ -42,6 +42,7 @@ class Stage(StrEnum):
     FEATURES = "features"
     MODEL = "model"
     DECIDE = "decide"
+    SAVE = "save"  # Redis write of entity states and memos
     PRODUCE = "produce"
     COMMIT = "commit"
 
@@ -166,6 +167,14 @@ class ScorerMetrics:
         )
         self._kafka_tx = {o: self.kafka_transactions.labels(o) for o in ("committed", "aborted")}
         self.redis_errors = counter("fraud_redis_errors_total", "Redis errors.", "operation")
+        self.state_fenced = counter(
+            "fraud_state_fenced_batches_total",
+            "Batches dropped because another instance had claimed one of their partitions.",
+        )
+        self.state_gap = counter(
+            "fraud_state_gap_offsets_total",
+            "Committed input offsets whose feature-state updates Redis no longer has.",
+        )
         self.last_progress = gauge(
             "fraud_last_progress_timestamp_seconds", "Unix time the loop last made progress."
         )
@@ -249,6 +258,14 @@ class ScorerMetrics:
     def count_redis_error(self, operation: str) -> None:
         """Count a Redis error; `operation` must come from a small fixed set (read, update...)."""
         self.redis_errors.labels(operation).inc()
+
+    def count_state_fenced(self) -> None:
+        """Count a batch dropped because its state writes were fenced off."""
+        self.state_fenced.inc()
+
+    def count_state_gap(self, offsets: int) -> None:
+        """Count input offsets whose state updates were found missing in Redis."""
+        self.state_gap.inc(offsets)
 
     def mark_progress(self, unix_seconds: float) -> None:
         """Record that the loop made progress at `unix_seconds` (wall clock)."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
 from fraudstream.registry import Registry
 from fraudstream.trainer import feature_spec_of
-from fraudstream.training.explain import explain
+from fraudstream.training.explain import PathExplainer, load_booster
 from fraudstream.training.onnx_ensemble import OnnxEnsemble
 
 
@@ -37,7 +36,7 @@ class ServingModel:
     columns: np.ndarray  # positions of the model's features in the scoring spec
     version_dir: Path
     scoring_names: tuple[str, ...] = ()
-    _booster: lgb.Booster | None = field(default=None, repr=False)
+    explainer: PathExplainer | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -47,6 +46,9 @@ class ServingModel:
         spec = feature_spec_of(ensemble.feature_spec)
         columns = np.array([scoring.names.index(n) for n in spec.names], dtype=np.intp)
         model = cls(name, version, ensemble, spec, columns, ensemble.version_dir, scoring.names)
+        model.explainer = PathExplainer(
+            load_booster(ensemble.version_dir / "lightgbm.txt"), list(spec.names)
+        )
         model.predict(np.zeros((1, len(scoring.names)), dtype=np.float32))  # warm up
         return model
 
@@ -61,7 +63,7 @@ class ServingModel:
         return scores, members, self.ensemble.disagreement(members)
 
     def explain(self, rows: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
-        """Top LightGBM contributions per row (loaded on first use)."""
-        if self._booster is None:
-            self._booster = lgb.Booster(model_file=str(self.version_dir / "lightgbm.txt"))
-        return explain(self._booster, rows[:, self.columns], list(self.spec.names), top_k)
+        """Top LightGBM path contributions per scoring-spec row."""
+        if self.explainer is None:
+            return [[] for _ in range(len(rows))]
+        return self.explainer.top(rows[:, self.columns], top_k)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -22,8 +23,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
-from fraudstream.scoring.core import DECISIONS, DLQ, REVIEW, BatchResult, BatchScorer, InputRecord
+from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
 from fraudstream.scoring.settings import ScorerSettings
+from fraudstream.scoring.state import DECISIONS, DLQ, REVIEW, StateFenced
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class ScorerLoop:
         self.scorer = scorer
         self.on_batch = on_batch
         self.on_abort: Callable[[], None] | None = None
+        self.on_fenced: Callable[[], None] | None = None
         self.topics = {
             DECISIONS: settings.topic_decisions,
             REVIEW: settings.topic_review,
@@ -62,8 +65,9 @@ class ScorerLoop:
         consumer = self._make_consumer()
         self._producer = self._make_producer()
         consumer.subscribe(
-            [self.settings.topic_transactions], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
+            [self.settings.topic_transactions], on_assign=self._on_assign,
+            on_revoke=self._on_revoke, on_lost=self._on_revoke,
+        )  # fmt: skip
         wait = self.settings.scorer_batch_wait_ms / 1000
         try:
             while not stop.is_set():
@@ -74,7 +78,16 @@ class ScorerLoop:
                 if not records:
                     self.idle()
                     continue
-                result = self.scorer.process(records)
+                try:
+                    result = self.scorer.process(records)
+                except StateFenced as exc:
+                    # Another instance owns a partition now: drop the batch, rewind, and let
+                    # the next poll deliver the revocation.
+                    _log.warning("batch dropped: %s", exc)
+                    _rewind(consumer, records)
+                    if self.on_fenced is not None:
+                        self.on_fenced()
+                    continue
                 if self._commit(consumer, records, result):
                     if self.on_batch is not None:
                         self.on_batch(result, records)
@@ -96,15 +109,20 @@ class ScorerLoop:
         """True when the batch's transaction committed; False when it was rolled back."""
         producer = self.producer
         timeout = self.settings.scorer_transaction_timeout_s
+        stages = result.stage_seconds
         try:
+            started = time.perf_counter()
             producer.begin_transaction()
             for role, key, value in result.outputs:
                 self._produce(producer, self.topics[role], key, value)
+            produced = time.perf_counter()
+            stages["produce"] = produced - started
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             producer.send_offsets_to_transaction(
                 positions, consumer.consumer_group_metadata(), timeout
             )
             producer.commit_transaction(timeout)
+            stages["commit"] = time.perf_counter() - produced
         except KafkaException as exc:
             self._recover(exc.args[0], consumer, records)
             return False
@@ -176,11 +194,15 @@ class ScorerLoop:
         return behind
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned |= {(p.topic, p.partition) for p in partitions}
+        changed = [(p.topic, p.partition) for p in partitions]
+        self.scorer.release(changed)  # claimed again by the first read
+        self.assigned |= set(changed)
         _log.info("assigned %s", sorted(self.assigned))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        changed = [(p.topic, p.partition) for p in partitions]
+        self.scorer.release(changed)
+        self.assigned -= set(changed)
 
 
 def _records(messages: list[Message]) -> list[InputRecord]:

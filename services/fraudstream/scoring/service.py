@@ -72,6 +72,7 @@ class Observability:
         self.health.set_rules_only_allowed(True)
         loop.on_batch = self.on_batch
         loop.on_abort = lambda: self.metrics.count_kafka_transaction("aborted")
+        loop.on_fenced = self.metrics.count_state_fenced
         loop.idle = self.on_idle
 
     def on_swap(self, models: ModelSet) -> None:
@@ -94,6 +95,8 @@ class Observability:
         stamps = np.array([r.timestamp_ms or now * 1000 for r in records], dtype=np.float64)
         metrics.observe_latencies(now - stamps / 1000)
         metrics.set_degraded(Dependency.REDIS, result.degraded or result.lists_unavailable)
+        if result.state_gaps:
+            metrics.count_state_gap(sum(result.state_gaps.values()))
         if result.shadow:
             champion, shadow = np.array(result.shadow).T
             metrics.observe_shadow_deltas(champion, shadow)
