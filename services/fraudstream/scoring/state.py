@@ -217,8 +217,8 @@ class ScorerState:
         return f"{self.prefix}:fence:{partition[0]}:{partition[1]}"
 
     def release(self, partitions: Iterable[Partition]) -> None:
-        """Forget the tokens of revoked partitions; the next read after an assignment
-        claims them again."""
+        """Forget the tokens of assigned or revoked partitions: the next read claims them
+        again. Only a rebalance does this; a fenced instance stays fenced until then."""
         for partition in partitions:
             self._tokens.pop(partition, None)
 
@@ -287,7 +287,6 @@ class ScorerState:
         refused = int(self._call(lambda: cast(int, self._save(keys, args))))
         if refused < 0:
             partition = fences[-refused - 1]
-            self._tokens.pop(partition, None)
             raise StateFenced(f"state of partition {partition} is owned by another instance")
 
     def _call(self, operation: Callable[[], T]) -> T:
