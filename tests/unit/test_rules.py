@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fraudstream.errors import ConfigurationError
-from fraudstream.rules.context import RuleContext
+from fraudstream.rules.context import FeatureRow, RuleContext
 from fraudstream.rules.engine import RulePack, RuleSource
 from fraudstream.rules.model import RuleAction
 from tests.factories import transaction
@@ -135,3 +135,20 @@ def test_source_reloads_on_change_and_keeps_the_last_good_pack(tmp_path: Path) -
     assert source.pack.version == "v2"
     assert source.last_error is not None
     assert "invalid rule pack" in source.last_error
+
+
+def test_feature_rows_read_like_the_dicts_they_replace() -> None:
+    names = ["card_count_10m", "card_speed_kmh", "card_distance_km"]
+    columns = {name: i for i, name in enumerate(names)}
+    row = FeatureRow(columns, [9.0, 1200.0, math.nan])
+    assert dict(row) == {
+        "card_count_10m": 9.0,
+        "card_speed_kmh": 1200.0,
+        "card_distance_km": row["card_distance_km"],
+    }
+    ctx = RuleContext(transaction(), row, {})
+    assert ctx.feature("card_count_10m") == 9.0
+    assert math.isnan(ctx.feature("card_count_30d"))  # not computed: unknown, never matches
+    assert (
+        DEFAULT.evaluate(ctx).action is RuleAction.REVIEW
+    )  # VELOCITY_10M; NaN distance: no travel hit

@@ -17,6 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 MINUTE = 60.0
 HOUR = 3600.0
@@ -72,7 +73,7 @@ class Layout:
             offset += 2 * size
         raise KeyError(name)
 
-    @property
+    @cached_property  # read per event on the hot path
     def width(self) -> int:
         return 1 + 2 * len(self.windows) + len(self.extra) + 2 * sum(s for _, s in self.slots)
 
@@ -105,9 +106,14 @@ LAYOUTS: dict[Entity, Layout] = {
 }
 
 
+# Precompiled codecs per state width: these run for every entity of every scored event.
+_CODECS = {layout.width: struct.Struct(f"<{layout.width}d") for layout in LAYOUTS.values()}
+
+
 def encode_state(state: list[float]) -> bytes:
     """Lossless little-endian float64 bytes (what Redis stores)."""
-    return struct.pack(f"<{len(state)}d", *state)
+    codec = _CODECS.get(len(state)) or struct.Struct(f"<{len(state)}d")
+    return codec.pack(*state)
 
 
 def decode_state(entity: Entity, data: bytes | None) -> list[float]:
@@ -115,7 +121,7 @@ def decode_state(entity: Entity, data: bytes | None) -> list[float]:
     layout = LAYOUTS[entity]
     if data is None or len(data) != 8 * layout.width:
         return layout.empty()
-    return list(struct.unpack(f"<{layout.width}d", data))
+    return list(_CODECS[layout.width].unpack(data))
 
 
 def stable_hash(value: str) -> float:

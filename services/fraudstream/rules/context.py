@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -41,8 +41,35 @@ class RuleContext:
         return value.value if isinstance(value, Enum) else value
 
     def feature(self, name: str) -> float:
-        return self.features.get(name, math.nan)
+        value = self.features.get(name)
+        return math.nan if value is None else value
 
     def listed(self, list_name: str, entity: str) -> bool:
+        found = self.lists.get((list_name, entity))
+        if not found:  # the usual case: nothing of this batch is on that list
+            return False
         value = entity_value(self.tx, entity)
-        return value is not None and value in self.lists.get((list_name, entity), frozenset())
+        return value is not None and value in found
+
+
+class FeatureRow(Mapping[str, float]):
+    """One row of the feature matrix, read by name without building a dict per event."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: Mapping[str, int], values: list[float]) -> None:
+        self._index = index
+        self._values = values
+
+    def __getitem__(self, name: str) -> float:
+        return self._values[self._index[name]]
+
+    def get(self, name: str, default: float | None = None) -> float | None:  # type: ignore[override]
+        at = self._index.get(name)
+        return default if at is None else self._values[at]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)

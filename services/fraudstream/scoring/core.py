@@ -32,7 +32,7 @@ from fraudstream.contracts import (
 from fraudstream.errors import InfrastructureUnavailable
 from fraudstream.features.compute import Event
 from fraudstream.features.pipeline import StateCache, state_keys
-from fraudstream.rules.context import ListHits, RuleContext
+from fraudstream.rules.context import FeatureRow, ListHits, RuleContext
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.decide import DecisionPolicy, Verdict
@@ -165,11 +165,11 @@ class BatchScorer:
         rows = models.pipeline.transform(events, states)
         mark = _lap(result, "features", mark)
         hits = self._list_hits(txs, result)
-        names = models.pipeline.spec.names
+        columns = {name: i for i, name in enumerate(models.pipeline.spec.names)}
         pack = self.rules()
         rule_outcomes = [
-            pack.evaluate(RuleContext(tx, dict(zip(names, row.tolist(), strict=True)), hits))
-            for tx, row in zip(txs, rows, strict=True)
+            pack.evaluate(RuleContext(tx, FeatureRow(columns, values), hits))
+            for tx, values in zip(txs, rows.tolist(), strict=True)
         ]
         mark = _lap(result, "rules", mark)
         amounts = np.array([tx.amount for tx in txs])

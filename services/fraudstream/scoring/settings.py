@@ -34,7 +34,7 @@ class ScorerSettings(CommonSettings):
         default="fraud", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Namespace of our keys."
     )
     memo_ttl_s: int = Field(
-        default=900,
+        default=300,
         ge=60,
         le=8 * 86400,
         description="How long a transaction's memo (its decision) is kept: replays after a "

@@ -195,7 +195,7 @@ class ScorerState:
         client: redis.Redis,
         *,
         prefix: str = "fs",
-        memo_ttl_s: int = 8 * 24 * 3600,
+        memo_ttl_s: int = 300,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
