@@ -232,4 +232,8 @@ def _rewind(consumer: Consumer, records: Sequence[InputRecord]) -> None:
         key = (record.topic, record.partition)
         first[key] = min(first.get(key, record.offset), record.offset)
     for (topic, partition), offset in first.items():
-        consumer.seek(TopicPartition(topic, partition, offset))
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            # Revoked meanwhile: its new owner resumes from the committed offset.
+            _log.warning("not rewinding %s[%d]: %s", topic, partition, exc)
