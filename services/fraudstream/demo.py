@@ -112,6 +112,14 @@ class Summary:
 
 
 HISTORY_PER_DAY = 5_000  # simulated payments per day: the density the first model saw
+MAX_REPLAY = 360 * HISTORY_PER_DAY  # the simulator covers at most 366 days
+MIN_REPLAY = 100  # and simulates at least 100 payments
+
+
+def replay_size(rate: float, duration: float) -> tuple[int, float]:
+    """Payments to simulate for the demo and the days they span (0 duration: the most)."""
+    count = min(max(int(rate * duration), MIN_REPLAY), MAX_REPLAY) if duration else MAX_REPLAY
+    return count, max(count / HISTORY_PER_DAY, 1.0)
 
 
 def replay_events(rate: float, duration: float, say: Say) -> Iterator[Transaction]:
@@ -120,8 +128,7 @@ def replay_events(rate: float, duration: float, say: Say) -> Iterator[Transactio
     Live wall-clock time would make every card pay every few seconds at demo rates, far
     from what the model was trained on; an accelerated replay keeps the features realistic.
     """
-    count = int(rate * duration) if duration else 2_000_000
-    days = max(count / HISTORY_PER_DAY, 1.0)
+    count, days = replay_size(rate, duration)
     say(f"simulating {count:,} payments over {days:,.0f} days to replay at {rate:,.0f}/s")
     start = datetime.now(UTC).replace(microsecond=0)
     config = SimulationConfig(
