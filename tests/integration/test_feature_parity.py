@@ -14,7 +14,9 @@ from fraudstream.features.compute import Event
 from fraudstream.features.pipeline import FeaturePipeline, apply_label, replay, state_keys, timeline
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.features.state import Entity
-from fraudstream.features.store import RedisStateStore
+from fraudstream.localstack.stack import Endpoints
+from fraudstream.scoring.state import ScorerState
+from fraudstream.scoring.state import redis_client as scorer_redis
 from fraudstream.simulator.population import legit_transactions, make_population
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -34,26 +36,32 @@ def _history(n: int) -> tuple[list[Transaction], list[Label]]:
     return txs, labels
 
 
-def test_replay_and_redis_serving_agree_to_the_bit(redis_client: redis.Redis) -> None:
+def test_replay_and_redis_serving_agree_to_the_bit(
+    redis_client: redis.Redis, endpoints: Endpoints
+) -> None:
     txs, labels = _history(3000)
     assert txs[-1].event_time - txs[0].event_time > timedelta(days=5)  # windows and labels matter
     pipeline = FeaturePipeline(FeatureConfig(producer_features={"auth_3ds": None}).resolve())
 
     offline = replay(pipeline, txs, labels, batch_size=10_000)
 
-    store = RedisStateStore(redis_client, prefix=f"parity-{uuid.uuid4().hex[:8]}")
+    # The scorer's own Redis state path (its read and write scripts), unfenced here.
+    store = ScorerState(
+        scorer_redis(endpoints.redis_url, 2000), prefix=f"parity-{uuid.uuid4().hex[:8]}"
+    )
     online_parts = []
     for step in timeline(txs, labels, batch_size=64):  # the scorer's micro-batches
         if step.label is not None:
             key = (Entity.MERCHANT, step.label.merchant_id or "")
-            states = store.load([key])
+            states = store.load([key], [], {}).states
             apply_label(step.label, states)
-            store.save(states)
+            store.save(states, {}, {})
             continue
         events = [Event.from_transaction(tx) for tx in step.transactions]
-        states = store.load(k for ev in events for k in state_keys(ev))
+        keys = list(dict.fromkeys(k for ev in events for k in state_keys(ev)))
+        states = store.load(keys, [], {}).states
         online_parts.append(pipeline.transform(events, states))
-        store.save(states)
+        store.save(states, {}, {})
     online = np.vstack(online_parts)
 
     assert offline.shape == (len(txs), len(pipeline.spec.names))

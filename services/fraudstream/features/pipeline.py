@@ -1,7 +1,7 @@
 """The one feature pipeline: events plus entity states in, a float32 matrix out.
 
 Training replays history through `replay` with states in a dict; the scorer loads the
-batch's states from Redis (`RedisStateStore`), calls the same `FeaturePipeline.transform`
+batch's states from Redis (`scoring.state.ScorerState`), calls the same `FeaturePipeline.transform`
 and writes them back. Labels update merchant state at the time they became known, so a
 replay never sees a label before the payment it would have been available for.
 """

@@ -134,7 +134,7 @@ class BatchScorer:
         if self.state is not None and not result.degraded:
             mark = time.perf_counter()
             try:
-                self.state.save(loaded.states, new_memos, _offsets(records, max))
+                self.state.save(loaded.states, new_memos, partition_offsets(records, max))
             except InfrastructureUnavailable as exc:
                 _log.warning("state not saved, batch continues: %s", exc)
                 result.degraded = True
@@ -236,7 +236,7 @@ class BatchScorer:
         keys = list(dict.fromkeys(k for event in events for k in state_keys(event)))
         try:
             loaded = self.state.load(
-                keys, [tx.transaction_id for _, tx in oks], _offsets(records, min)
+                keys, [tx.transaction_id for _, tx in oks], partition_offsets(records, min)
             )
         except InfrastructureUnavailable as exc:
             _log.warning("degraded batch: %s", exc)
@@ -244,7 +244,7 @@ class BatchScorer:
             return empty
         for partition, missing in loaded.gaps.items():
             _log.error("Redis lacks the state of %d committed offsets before this batch on %s: "
-                       "features are missing those updates (see the StateGap runbook)",
+                       "features are missing those updates (README: lost Redis writes)",
                        missing, partition)  # fmt: skip
         result.state_gaps = loaded.gaps
         return loaded
@@ -295,7 +295,7 @@ class BatchScorer:
         return (DLQ, record.key, encode(letter))
 
 
-def _offsets(
+def partition_offsets(
     records: Sequence[InputRecord], pick: Callable[[int, int], int]
 ) -> dict[Partition, int]:
     """The first (`min`) or last (`max`) offset of each partition in the batch."""

@@ -35,8 +35,8 @@ class ServingModel:
     spec: FeatureSpec
     columns: np.ndarray  # positions of the model's features in the scoring spec
     version_dir: Path
-    scoring_names: tuple[str, ...] = ()
-    explainer: PathExplainer | None = field(default=None, repr=False)
+    scoring_names: tuple[str, ...]
+    explainer: PathExplainer = field(repr=False)
 
     @classmethod
     def load(
@@ -45,10 +45,11 @@ class ServingModel:
         ensemble = registry.load(name, version)
         spec = feature_spec_of(ensemble.feature_spec)
         columns = np.array([scoring.names.index(n) for n in spec.names], dtype=np.intp)
-        model = cls(name, version, ensemble, spec, columns, ensemble.version_dir, scoring.names)
-        model.explainer = PathExplainer(
+        explainer = PathExplainer(
             load_booster(ensemble.version_dir / "lightgbm.txt"), list(spec.names)
         )
+        model = cls(name, version, ensemble, spec, columns, ensemble.version_dir, scoring.names,
+                    explainer)  # fmt: skip
         model.predict(np.zeros((1, len(scoring.names)), dtype=np.float32))  # warm up
         return model
 
@@ -64,6 +65,4 @@ class ServingModel:
 
     def explain(self, rows: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
         """Top LightGBM path contributions per scoring-spec row."""
-        if self.explainer is None:
-            return [[] for _ in range(len(rows))]
         return self.explainer.top(rows[:, self.columns], top_k)

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
-from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
+from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord, partition_offsets
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.state import DECISIONS, DLQ, REVIEW, StateFenced
 
@@ -227,11 +227,7 @@ def _records(messages: list[Message]) -> list[InputRecord]:
 
 def _rewind(consumer: Consumer, records: Sequence[InputRecord]) -> None:
     """Seek every partition of the batch back to its first record, to process it again."""
-    first: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        first[key] = min(first.get(key, record.offset), record.offset)
-    for (topic, partition), offset in first.items():
+    for (topic, partition), offset in partition_offsets(records, min).items():
         try:
             consumer.seek(TopicPartition(topic, partition, offset))
         except KafkaException as exc:
