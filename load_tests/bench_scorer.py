@@ -332,7 +332,8 @@ def run_all(bench: Bench) -> list[Row]:
     args = bench.args
     plan: list[tuple[str, Callable[[], Row]]] = []
     if args.broker_warmup > 0:  # JIT-compile the broker's paths before anything is measured
-        warm = Schedule(max(args.rates), args.broker_warmup, 0)
+        # no longer than a measured run: the simulated load is sized for those
+        warm = Schedule(max(args.rates), min(args.broker_warmup, args.duration), 0)
         plan.append(("broker warm-up (not reported)", _bind(open_loop, bench, PASSTHROUGH, warm)))
     open_systems, max_systems = systems(args)
     for rate in args.rates:

@@ -6,11 +6,12 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fraudstream.errors import ConfigurationError
-from fraudstream.rules.context import FeatureRow, RuleContext
-from fraudstream.rules.engine import RulePack, RuleSource
+from fraudstream.rules.context import RuleBatch
+from fraudstream.rules.engine import RuleOutcome, RulePack, RuleSource
 from fraudstream.rules.model import RuleAction
 from tests.factories import transaction
 
@@ -22,8 +23,13 @@ def _ctx(
     features: dict[str, float] | None = None,
     lists: dict[tuple[str, str], frozenset[str]] | None = None,
     **tx: object,
-) -> RuleContext:
-    return RuleContext(transaction(**tx), features or {}, lists or {})
+) -> RuleBatch:
+    return RuleBatch.of_dicts([transaction(**tx)], [features or {}], lists)
+
+
+def _one(pack: RulePack, batch: RuleBatch) -> RuleOutcome:
+    (outcome,) = pack.evaluate(batch)
+    return outcome
 
 
 def test_default_pack_loads() -> None:
@@ -32,40 +38,40 @@ def test_default_pack_loads() -> None:
 
 
 def test_ordinary_payment_matches_nothing() -> None:
-    outcome = DEFAULT.evaluate(_ctx({"card_count_10m": 1.0, "card_speed_kmh": 20.0}))
+    outcome = _one(DEFAULT, _ctx({"card_count_10m": 1.0, "card_speed_kmh": 20.0}))
     assert outcome.action is None
     assert outcome.hits == ()
 
 
 def test_block_list_declines_and_allow_list_wins_when_first() -> None:
     blocked = _ctx(lists={("block", "merchant"): frozenset({"merch-1"})})
-    outcome = DEFAULT.evaluate(blocked)
+    outcome = _one(DEFAULT, blocked)
     assert outcome.action is RuleAction.DECLINE
     assert [h.reason for h in outcome.hits] == ["BLOCKLISTED"]
     both = _ctx(lists={("block", "merchant"): frozenset({"merch-1"}),
                        ("allow", "card"): frozenset({"card-0001"})})  # fmt: skip
-    outcome = DEFAULT.evaluate(both)
+    outcome = _one(DEFAULT, both)
     assert outcome.action is RuleAction.APPROVE
     assert [h.rule_id for h in outcome.hits] == ["ALLOWLIST_CARD", "BLOCKLIST_ENTITY"]
 
 
 def test_card_testing_needs_both_conditions() -> None:
-    assert DEFAULT.evaluate(_ctx({"card_count_10m": 6.0}, amount=1.0)).action is RuleAction.DECLINE
-    assert DEFAULT.evaluate(_ctx({"card_count_10m": 6.0}, amount=50.0)).action is None
-    assert DEFAULT.evaluate(_ctx({"card_count_10m": 2.0}, amount=1.0)).action is None
+    assert _one(DEFAULT, _ctx({"card_count_10m": 6.0}, amount=1.0)).action is RuleAction.DECLINE
+    assert _one(DEFAULT, _ctx({"card_count_10m": 6.0}, amount=50.0)).action is None
+    assert _one(DEFAULT, _ctx({"card_count_10m": 2.0}, amount=1.0)).action is None
 
 
 def test_missing_features_never_match() -> None:
     degraded = _ctx({"card_speed_kmh": math.nan, "card_distance_km": math.nan}, amount=1.0)
-    assert DEFAULT.evaluate(degraded).hits == ()
+    assert _one(DEFAULT, degraded).hits == ()
 
 
 def test_tags_add_reasons_without_deciding() -> None:
     features = {"card_new_device": 1.0, "card_count_30d": 4.0}
-    outcome = DEFAULT.evaluate(_ctx(features, amount=900.0))
+    outcome = _one(DEFAULT, _ctx(features, amount=900.0))
     assert outcome.action is None
     assert [h.reason for h in outcome.hits] == ["NEW_DEVICE_HIGH_AMOUNT"]
-    over = DEFAULT.evaluate(_ctx(features, amount=20000.0))
+    over = _one(DEFAULT, _ctx(features, amount=20000.0))
     assert over.action is RuleAction.REVIEW
     assert [h.reason for h in over.hits] == ["AMOUNT_OVER_LIMIT", "NEW_DEVICE_HIGH_AMOUNT"]
 
@@ -84,9 +90,9 @@ rules:
     action: review
     reason: GEO
 """)
-    assert pack.evaluate(_ctx(country="RO", channel="ecommerce", card_present=False)).action
-    assert pack.evaluate(_ctx(country="DE", channel="ecommerce", card_present=False)).action is None
-    assert pack.evaluate(_ctx(country="RO", channel="pos", card_present=False)).action is None
+    assert _one(pack, _ctx(country="RO", channel="ecommerce", card_present=False)).action
+    assert _one(pack, _ctx(country="DE", channel="ecommerce", card_present=False)).action is None
+    assert _one(pack, _ctx(country="RO", channel="pos", card_present=False)).action is None
 
 
 @pytest.mark.parametrize(
@@ -97,6 +103,9 @@ rules:
         ("{field: amount, op: eq, value: 1, extra: 2}", "Extra inputs"),
         ("{field: amount, op: in, value: 1}", "list value"),
         ("{field: amount, op: matches, value: 1}", "op"),
+        ("{field: amount, op: gt, value: '1000'}", "compares with float"),
+        ("{field: country, op: in, value: [DE, 1]}", "compares with str"),
+        ("{feature: card_count_1h, op: eq, value: true}", "compares with float"),
         ('\'__import__("os").system("true")\'', "when"),
     ],
 )
@@ -137,18 +146,36 @@ def test_source_reloads_on_change_and_keeps_the_last_good_pack(tmp_path: Path) -
     assert "invalid rule pack" in source.last_error
 
 
-def test_feature_rows_read_like_the_dicts_they_replace() -> None:
+def test_a_batch_is_evaluated_column_wise_with_one_outcome_per_event() -> None:
+    txs = [transaction(transaction_id=f"tx-{i}", amount=a)
+           for i, a in enumerate([1.0, 50.0, 20000.0, 3.0])]  # fmt: skip
     names = ["card_count_10m", "card_speed_kmh", "card_distance_km"]
-    columns = {name: i for i, name in enumerate(names)}
-    row = FeatureRow(columns, [9.0, 1200.0, math.nan])
-    assert dict(row) == {
-        "card_count_10m": 9.0,
-        "card_speed_kmh": 1200.0,
-        "card_distance_km": row["card_distance_km"],
-    }
-    ctx = RuleContext(transaction(), row, {})
-    assert ctx.feature("card_count_10m") == 9.0
-    assert math.isnan(ctx.feature("card_count_30d"))  # not computed: unknown, never matches
-    assert (
-        DEFAULT.evaluate(ctx).action is RuleAction.REVIEW
-    )  # VELOCITY_10M; NaN distance: no travel hit
+    rows = np.array([
+        [6.0, 10.0, 1.0],  # card testing: decline
+        [9.0, math.nan, 400.0],  # velocity; unknown speed: no travel hit
+        [1.0, 1000.0, 500.0],  # travel and the hard limit: the first decisive rule wins
+        [1.0, 10.0, 1.0],  # nothing
+    ])  # fmt: skip
+    outcomes = DEFAULT.evaluate(RuleBatch(txs, rows, {n: i for i, n in enumerate(names)}))
+    assert [o.action for o in outcomes] == [
+        RuleAction.DECLINE, RuleAction.REVIEW, RuleAction.REVIEW, None,
+    ]  # fmt: skip
+    assert [[h.rule_id for h in o.hits] for o in outcomes] == [
+        ["CARD_TESTING_BURST"], ["VELOCITY_10M"], ["IMPOSSIBLE_TRAVEL", "HARD_LIMIT"], [],
+    ]  # fmt: skip
+    assert DEFAULT.evaluate(RuleBatch([], np.empty((0, 3)), {})) == []
+
+
+def test_features_not_computed_read_as_unknown_even_for_ne_and_not_in() -> None:
+    pack = RulePack.from_yaml("""
+version: t
+rules:
+  - {id: NE, description: x, when: {feature: card_count_1h, op: ne, value: 3}, action: tag,
+     reason: NE}
+  - {id: NOT_IN, description: x, when: {feature: card_count_1h, op: not_in, value: [1, 2]},
+     action: tag, reason: NOT_IN}
+""")
+    assert _one(pack, _ctx({"card_count_10m": 1.0})).hits == ()  # card_count_1h missing
+    assert _one(pack, _ctx({"card_count_1h": math.nan})).hits == ()
+    assert [h.rule_id for h in _one(pack, _ctx({"card_count_1h": 5.0})).hits] == ["NE", "NOT_IN"]
+    assert [h.rule_id for h in _one(pack, _ctx({"card_count_1h": 1.0})).hits] == ["NE"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 
 from fraudstream.contracts import Channel, Transaction
 from fraudstream.features.state import DAY, HOUR, LAYOUTS, NAN, Entity, Layout, Slots, stable_hash
@@ -22,13 +21,14 @@ MAX_GAP_S = 30 * DAY  # "time since last" is capped here (and used when there is
 HIGH_RISK_MCC = frozenset({"4829", "5732", "5944", "5967", "6011", "6051", "7995"})
 # Lookups resolved once: this module runs per event on the scorer's hot path.
 _CARD = LAYOUTS[Entity.CARD]
+_MERCHANT = LAYOUTS[Entity.MERCHANT]
 _CARD_SLOTS = tuple(_CARD.slot(name) for name in ("merchants", "countries", "devices"))
 _CARD_LOCATION = tuple(_CARD.index(name) for name in ("loc_ts", "loc_lat", "loc_lon"))
 _CHANNELS = tuple((f"channel_{c.value}", c.value) for c in Channel if c is not Channel.POS)
 _PREFIX = {entity: entity.value for entity in Entity}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """The fields of a transaction that feature maths reads, in plain types."""
 
@@ -76,18 +76,19 @@ def advance(state: list[float], layout: Layout, ts: float) -> float:
     not rewind the clock.
     """
     last = state[0]
-    if not math.isnan(last) and ts - last > layout.ttl_s:
-        state[:] = layout.empty()
-        last = NAN
     if math.isnan(last):
         return NAN
-    gap = max(ts - last, 0.0)
-    if gap > 0.0:
-        n = len(layout.windows)
-        for i, window in enumerate(layout.windows):
-            factor = math.exp(-gap / window)
-            state[1 + i] *= factor
-            state[1 + n + i] *= factor
+    gap = ts - last
+    if gap > layout.ttl_s:
+        state[:] = layout.empty()
+        return NAN
+    if gap <= 0.0:
+        return 0.0
+    n = len(layout.windows)
+    for i, window in enumerate(layout.windows, start=1):
+        factor = math.exp(-gap / window)
+        state[i] *= factor
+        state[n + i] *= factor
     return gap
 
 
@@ -120,8 +121,8 @@ def remember(state: list[float], offset: int, size: int, key: float, ts: float) 
 
 def distinct_since(state: list[float], slots: Slots, since: float) -> float:
     """How many remembered keys were seen at or after `since`."""
-    end = slots.offset + slots.width
-    return float(sum(1 for pos in range(slots.offset + 1, end, 2) if state[pos] >= since))
+    seen = state[slots.offset + 1 : slots.offset + slots.width : 2]
+    return float(sum(when >= since for when in seen))
 
 
 def _ratio_to_mean(amount: float, count: float, total: float) -> float:
@@ -136,17 +137,19 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-def _windows(out: dict[str, float], prefix: str, state: list[float], layout: Layout) -> None:
-    n = len(layout.windows)
-    for i, (count_name, sum_name) in enumerate(_window_names(prefix, layout.windows)):
-        out[count_name] = state[1 + i]
-        out[sum_name] = state[1 + n + i]
+def _windows(state: list[float], n: int) -> list[float]:
+    """Decayed count and sum per window, interleaved as the catalog names them."""
+    out = [0.0] * (2 * n)
+    out[0::2] = state[1 : 1 + n]
+    out[1::2] = state[1 + n : 1 + 2 * n]
+    return out
 
 
-@cache
-def _window_names(prefix: str, windows: tuple[float, ...]) -> tuple[tuple[str, str], ...]:
+def _window_names(prefix: str, windows: tuple[float, ...]) -> tuple[str, ...]:
     return tuple(
-        (f"{prefix}_count_{window_label(w)}", f"{prefix}_sum_{window_label(w)}") for w in windows
+        name
+        for w in windows
+        for name in (f"{prefix}_count_{window_label(w)}", f"{prefix}_sum_{window_label(w)}")
     )
 
 
@@ -158,36 +161,42 @@ def window_label(seconds: float) -> str:
     return f"{round(seconds / DAY)}d"
 
 
-def card_features(state: list[float], ev: Event, out: dict[str, float]) -> None:
-    """Velocity, amount history, novelty and travel of the card (updates its state)."""
-    layout = LAYOUTS[Entity.CARD]
+CARD_FEATURES = (
+    "card_log_seconds_since_last", "card_amount_ratio_30d", "card_distance_km", "card_speed_kmh",
+    "card_new_merchant", "card_new_country", "card_new_device",
+    *_window_names("card", _CARD.windows),
+    "card_distinct_merchants_24h", "card_distinct_countries_7d", "card_distinct_devices_7d",
+)  # fmt: skip
+
+
+def card_features(state: list[float], ev: Event) -> list[float]:
+    """Velocity, amount history, novelty and travel of the card (updates its state);
+    values in the order of `CARD_FEATURES`."""
+    layout = _CARD
     gap = advance(state, layout, ev.ts)
     n = len(layout.windows)
     count_30d, sum_30d = state[n], state[2 * n]  # the last window is 30 days
     since_last = MAX_GAP_S if math.isnan(gap) else min(gap, MAX_GAP_S)
-    out["card_log_seconds_since_last"] = math.log1p(since_last)
-    out["card_amount_ratio_30d"] = _ratio_to_mean(ev.amount, count_30d, sum_30d)
-    _travel(state, layout, ev, out)
+    distance, speed = _travel(state, ev)
     merchants, countries, devices = _CARD_SLOTS
-    out["card_new_merchant"] = float(
-        remember(state, merchants.offset, merchants.size, stable_hash(ev.merchant), ev.ts)
-    )
-    out["card_new_country"] = float(
-        remember(state, countries.offset, countries.size, stable_hash(ev.country), ev.ts)
-    )
-    out["card_new_device"] = (
-        float(remember(state, devices.offset, devices.size, stable_hash(ev.device), ev.ts))
-        if ev.device is not None
-        else 0.0
+    ts = ev.ts
+    new_merchant = remember(state, merchants.offset, merchants.size, stable_hash(ev.merchant), ts)
+    new_country = remember(state, countries.offset, countries.size, stable_hash(ev.country), ts)
+    new_device = ev.device is not None and remember(
+        state, devices.offset, devices.size, stable_hash(ev.device), ts
     )
     add(state, layout, ev.ts, ev.amount)
-    _windows(out, "card", state, layout)
-    out["card_distinct_merchants_24h"] = distinct_since(state, merchants, ev.ts - DAY)
-    out["card_distinct_countries_7d"] = distinct_since(state, countries, ev.ts - 7 * DAY)
-    out["card_distinct_devices_7d"] = distinct_since(state, devices, ev.ts - 7 * DAY)
+    return [
+        math.log1p(since_last), _ratio_to_mean(ev.amount, count_30d, sum_30d), distance, speed,
+        float(new_merchant), float(new_country), float(new_device),
+        *_windows(state, n),
+        distinct_since(state, merchants, ev.ts - DAY),
+        distinct_since(state, countries, ev.ts - 7 * DAY),
+        distinct_since(state, devices, ev.ts - 7 * DAY),
+    ]  # fmt: skip
 
 
-def _travel(state: list[float], layout: Layout, ev: Event, out: dict[str, float]) -> None:
+def _travel(state: list[float], ev: Event) -> tuple[float, float]:
     """Distance and implied speed since the card's last located payment."""
     at_ts, at_lat, at_lon = _CARD_LOCATION
     distance = speed = NAN
@@ -197,22 +206,26 @@ def _travel(state: list[float], layout: Layout, ev: Event, out: dict[str, float]
             hours = max((ev.ts - state[at_ts]) / HOUR, 1.0 / 60.0)  # at least one minute
             speed = distance / hours
         state[at_ts], state[at_lat], state[at_lon] = ev.ts, ev.lat, ev.lon
-    out["card_distance_km"] = distance
-    out["card_speed_kmh"] = speed
+    return distance, speed
 
 
-def merchant_features(state: list[float], ev: Event, out: dict[str, float]) -> None:
-    """The merchant's traffic and its fraud labels known so far (updates its state)."""
-    layout = LAYOUTS[Entity.MERCHANT]
+MERCHANT_FEATURES = (
+    "merchant_amount_ratio_30d", "merchant_fraud_labels_30d", "merchant_fraud_rate_30d",
+    *_window_names("merchant", _MERCHANT.windows),
+)  # fmt: skip
+
+
+def merchant_features(state: list[float], ev: Event) -> list[float]:
+    """The merchant's traffic and its fraud labels known so far (updates its state);
+    values in the order of `MERCHANT_FEATURES`."""
+    layout = _MERCHANT
     advance(state, layout, ev.ts)
     n = len(layout.windows)
     count_30d, sum_30d = state[n], state[2 * n]
-    out["merchant_amount_ratio_30d"] = _ratio_to_mean(ev.amount, count_30d, sum_30d)
     labels = _labels_now(state, layout, ev.ts)
-    out["merchant_fraud_labels_30d"] = labels
-    out["merchant_fraud_rate_30d"] = labels / (count_30d + 1.0)
+    ratio = _ratio_to_mean(ev.amount, count_30d, sum_30d)
     add(state, layout, ev.ts, ev.amount)
-    _windows(out, "merchant", state, layout)
+    return [ratio, labels, labels / (count_30d + 1.0), *_windows(state, n)]
 
 
 def _labels_now(state: list[float], layout: Layout, ts: float) -> float:
@@ -235,34 +248,35 @@ def apply_fraud_label(state: list[float], ts: float) -> None:
         state[0] = ts  # so the TTL applies to label-only merchants too
 
 
-def shared_entity_features(
-    entity: Entity, state: list[float] | None, ev: Event, out: dict[str, float]
-) -> None:
-    """Device or IP: traffic and how many cards share it (NaN when the event has none)."""
+def shared_features(entity: Entity) -> tuple[str, ...]:
+    """Feature names of a device or IP, in the order `shared_entity_features` returns them."""
     prefix = _PREFIX[entity]
+    return (*_window_names(prefix, LAYOUTS[entity].windows), f"{prefix}_distinct_cards_24h")
+
+
+def shared_entity_features(entity: Entity, state: list[float] | None, ev: Event) -> list[float]:
+    """Device or IP: traffic and how many cards share it (NaN when the event has none)."""
     layout = LAYOUTS[entity]
     if state is None:
-        for window in layout.windows:
-            out[f"{prefix}_count_{window_label(window)}"] = NAN
-            out[f"{prefix}_sum_{window_label(window)}"] = NAN
-        out[f"{prefix}_distinct_cards_24h"] = NAN
-        return
+        return [NAN] * (2 * len(layout.windows) + 1)
     advance(state, layout, ev.ts)
     cards = layout.slot("cards")
     remember(state, cards.offset, cards.size, stable_hash(ev.card), ev.ts)
     add(state, layout, ev.ts, ev.amount)
-    _windows(out, prefix, state, layout)
-    out[f"{prefix}_distinct_cards_24h"] = distinct_since(state, cards, ev.ts - DAY)
+    return [*_windows(state, len(layout.windows)), distinct_since(state, cards, ev.ts - DAY)]
 
 
-def event_features(ev: Event, out: dict[str, float]) -> None:
-    """Features of the payment itself."""
+EVENT_FEATURES = (
+    "amount_log", "hour_sin", "hour_cos", "card_present", *(name for name, _ in _CHANNELS),
+    "high_risk_mcc", "has_location",
+)  # fmt: skip
+
+
+def event_features(ev: Event) -> list[float]:
+    """Features of the payment itself, in the order of `EVENT_FEATURES`."""
     angle = 2 * math.pi * ev.local_hour / 24.0
-    out["amount_log"] = math.log1p(ev.amount)
-    out["hour_sin"] = math.sin(angle)
-    out["hour_cos"] = math.cos(angle)
-    out["card_present"] = float(ev.card_present)
-    for name, channel in _CHANNELS:
-        out[name] = float(ev.channel == channel)
-    out["high_risk_mcc"] = float(ev.mcc in HIGH_RISK_MCC)
-    out["has_location"] = float(ev.lat is not None)
+    return [
+        math.log1p(ev.amount), math.sin(angle), math.cos(angle), float(ev.card_present),
+        *(float(ev.channel == channel) for _, channel in _CHANNELS),
+        float(ev.mcc in HIGH_RISK_MCC), float(ev.lat is not None),
+    ]  # fmt: skip

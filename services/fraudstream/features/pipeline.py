@@ -8,15 +8,16 @@ replay never sees a label before the payment it would have been available for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
 from fraudstream.contracts import Label, Transaction, Verdict
 from fraudstream.features import compute
 from fraudstream.features.compute import Event
-from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec
+from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
 from fraudstream.features.state import LAYOUTS, Entity
 
 StateKey = tuple[Entity, str]
@@ -46,32 +47,53 @@ class FeaturePipeline:
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
-        self._computed = [n for n in spec.names if not n.startswith(PRODUCER_PREFIX)]
+        self.columns = {name: i for i, name in enumerate(spec.names)}
+        everything = catalog()
+        computed = [everything.index(n) for n in spec.names if not n.startswith(PRODUCER_PREFIX)]
+        # The catalog in its own order (the scorer's case) needs no picking.
+        self._pick: Callable[[list[float]], Sequence[float]] | None = (
+            None if computed == list(range(len(everything))) else _picker(computed)
+        )
         self._producer = [
-            (i, n.removeprefix(PRODUCER_PREFIX), spec.producer_default(n))
-            for i, n in enumerate(spec.names)
+            (n.removeprefix(PRODUCER_PREFIX), spec.producer_default(n))
+            for n in spec.names
             if n.startswith(PRODUCER_PREFIX)
         ]
-        self._computed_at = [spec.names.index(n) for n in self._computed]
+        if spec.names[: len(spec.names) - len(self._producer)] != tuple(
+            n for n in spec.names if not n.startswith(PRODUCER_PREFIX)
+        ):
+            raise ValueError("producer features must come after the computed ones")
 
     def transform(self, events: Sequence[Event], states: StateCache) -> np.ndarray:
         """One row per event, in order; each event sees the states left by the previous."""
-        matrix = np.empty((len(events), len(self.spec.names)), dtype=np.float64)
-        for row, ev in enumerate(events):
-            out: dict[str, float] = {}
-            compute.event_features(ev, out)
-            compute.card_features(states[(Entity.CARD, ev.card)], ev, out)
-            compute.merchant_features(states[(Entity.MERCHANT, ev.merchant)], ev, out)
+        rows = []
+        pick, producer = self._pick, self._producer
+        for ev in events:
             device = states[(Entity.DEVICE, ev.device)] if ev.device is not None else None
-            compute.shared_entity_features(Entity.DEVICE, device, ev, out)
             ip = states[(Entity.IP, ev.ip)] if ev.ip is not None else None
-            compute.shared_entity_features(Entity.IP, ip, ev, out)
-            values = matrix[row]
-            values[self._computed_at] = [out[name] for name in self._computed]
-            for col, name, default in self._producer:
+            row = [
+                *compute.event_features(ev),
+                *compute.card_features(states[(Entity.CARD, ev.card)], ev),
+                *compute.merchant_features(states[(Entity.MERCHANT, ev.merchant)], ev),
+                *compute.shared_entity_features(Entity.DEVICE, device, ev),
+                *compute.shared_entity_features(Entity.IP, ip, ev),
+            ]
+            if pick is not None:
+                row = list(pick(row))
+            for name, default in producer:
                 supplied = ev.producer.get(name) if ev.producer else None
-                values[col] = default if supplied is None else supplied
-        return matrix.astype(np.float32)
+                row.append(default if supplied is None else supplied)
+            rows.append(row)
+        if not rows:
+            return np.empty((0, len(self.spec.names)), dtype=np.float32)
+        return np.array(rows, dtype=np.float32)
+
+
+def _picker(positions: list[int]) -> Callable[[list[float]], Sequence[float]]:
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda row: (row[only],)
+    return itemgetter(*positions)
 
 
 def apply_label(label: Label, states: StateCache) -> None:

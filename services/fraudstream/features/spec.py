@@ -16,26 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fraudstream.errors import ConfigurationError
 from fraudstream.features import compute
-from fraudstream.features.state import LAYOUTS, Entity
+from fraudstream.features.state import Entity
 
 PRODUCER_PREFIX = "producer_"
 
 
 @lru_cache(maxsize=1)
 def catalog() -> tuple[str, ...]:
-    """Every computed feature name, in canonical order (derived from the maths itself)."""
-    probe = compute.Event(
-        ts=1.0e9, local_hour=12.0, card="c", merchant="m", device="d", ip="i", amount=1.0,
-        country="DE", lat=0.0, lon=0.0, mcc="5411", channel="pos", card_present=True,
-        producer=None,
-    )  # fmt: skip
-    out: dict[str, float] = {}
-    compute.event_features(probe, out)
-    compute.card_features(LAYOUTS[Entity.CARD].empty(), probe, out)
-    compute.merchant_features(LAYOUTS[Entity.MERCHANT].empty(), probe, out)
-    compute.shared_entity_features(Entity.DEVICE, LAYOUTS[Entity.DEVICE].empty(), probe, out)
-    compute.shared_entity_features(Entity.IP, LAYOUTS[Entity.IP].empty(), probe, out)
-    return tuple(out)
+    """Every computed feature name, in canonical order: what `compute` returns, in the order
+    the pipeline concatenates it."""
+    return (
+        *compute.EVENT_FEATURES,
+        *compute.CARD_FEATURES,
+        *compute.MERCHANT_FEATURES,
+        *compute.shared_features(Entity.DEVICE),
+        *compute.shared_features(Entity.IP),
+    )
 
 
 class FeatureConfig(BaseModel):

@@ -1,11 +1,16 @@
-"""What a rule can see about one event: its fields, its features and list memberships."""
+"""What rules see about a batch: its transactions, their features and list memberships.
+
+Rules are evaluated a column at a time (one numpy comparison per condition per batch),
+not an event at a time: on the scorer's hot path that is the difference between a few
+microseconds per batch and tens of microseconds per event.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from enum import Enum
+
+import numpy as np
 
 from fraudstream.contracts import Transaction
 
@@ -20,6 +25,17 @@ _ENTITY_FIELD = {
     "bin": "card_bin",
     "country": "country",
 }
+# Transaction fields a rule may read, and the kind of constant each compares with
+# (scalars only; ids are matched through lists).
+FIELD_KINDS: dict[str, type] = {
+    "amount": float,
+    "currency": str,
+    "channel": str,
+    "card_present": bool,
+    "country": str,
+    "mcc": str,
+    "card_bin": str,
+}
 
 
 def entity_value(tx: Transaction, entity: str) -> str | None:
@@ -28,48 +44,64 @@ def entity_value(tx: Transaction, entity: str) -> str | None:
     return None if value is None else str(value)
 
 
-@dataclass(slots=True)
-class RuleContext:
-    """One event as rules see it; missing features read as NaN (never match)."""
+class RuleBatch:
+    """A batch as rules see it. Features are columns of `features` found through `columns`;
+    a feature that was not computed reads as NaN (unknown: it never matches)."""
 
-    tx: Transaction
-    features: Mapping[str, float] = field(default_factory=dict)
-    lists: ListHits = field(default_factory=dict)
+    __slots__ = ("_columns", "_features", "_fields", "lists", "txs")
 
-    def field(self, name: str) -> str | float | bool | None:
-        value = getattr(self.tx, name, None)
-        return value.value if isinstance(value, Enum) else value
-
-    def feature(self, name: str) -> float:
-        value = self.features.get(name)
-        return math.nan if value is None else value
-
-    def listed(self, list_name: str, entity: str) -> bool:
-        found = self.lists.get((list_name, entity))
-        if not found:  # the usual case: nothing of this batch is on that list
-            return False
-        value = entity_value(self.tx, entity)
-        return value is not None and value in found
-
-
-class FeatureRow(Mapping[str, float]):
-    """One row of the feature matrix, read by name without building a dict per event."""
-
-    __slots__ = ("_index", "_values")
-
-    def __init__(self, index: Mapping[str, int], values: list[float]) -> None:
-        self._index = index
-        self._values = values
-
-    def __getitem__(self, name: str) -> float:
-        return self._values[self._index[name]]
-
-    def get(self, name: str, default: float | None = None) -> float | None:  # type: ignore[override]
-        at = self._index.get(name)
-        return default if at is None else self._values[at]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+    def __init__(
+        self,
+        txs: Sequence[Transaction],
+        features: np.ndarray,
+        columns: Mapping[str, int],
+        lists: ListHits | None = None,
+    ) -> None:
+        if features.shape[0] != len(txs):
+            raise ValueError(f"{features.shape[0]} feature rows for {len(txs)} transactions")
+        self.txs = txs
+        self.lists: ListHits = lists or {}
+        self._features = features
+        self._columns = columns
+        self._fields: dict[str, list[object]] = {}
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self.txs)
+
+    @classmethod
+    def of_dicts(
+        cls,
+        txs: Sequence[Transaction],
+        features: Sequence[Mapping[str, float]],
+        lists: ListHits | None = None,
+    ) -> RuleBatch:
+        """A batch from per-event feature dicts (tools and tests; the scorer has a matrix)."""
+        names = sorted({name for row in features for name in row})
+        matrix = np.array(
+            [[row.get(name, np.nan) for name in names] for row in features], dtype=np.float64
+        ).reshape(len(features), len(names))
+        return cls(txs, matrix, {name: i for i, name in enumerate(names)}, lists)
+
+    def feature(self, name: str) -> np.ndarray:
+        at = self._columns.get(name)
+        if at is None:
+            return np.full(len(self.txs), np.nan)
+        return self._features[:, at]
+
+    def field(self, name: str) -> list[object]:
+        """The field's values (enums as their values, None when absent), read once a batch."""
+        values = self._fields.get(name)
+        if values is None:
+            values = [getattr(tx, name, None) for tx in self.txs]
+            if any(isinstance(v, Enum) for v in values):
+                values = [v.value if isinstance(v, Enum) else v for v in values]
+            self._fields[name] = values
+        return values
+
+    def listed(self, list_name: str, entity: str) -> np.ndarray:
+        found = self.lists.get((list_name, entity))
+        if not found:  # the usual case: nothing of this batch is on that list
+            return np.zeros(len(self.txs), dtype=bool)
+        return np.fromiter(
+            (entity_value(tx, entity) in found for tx in self.txs), dtype=bool, count=len(self.txs)
+        )

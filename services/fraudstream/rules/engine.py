@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from pydantic import ValidationError
 
 from fraudstream.errors import ConfigurationError
-from fraudstream.rules.context import RuleContext
+from fraudstream.rules.context import RuleBatch
 from fraudstream.rules.model import Predicate, RuleAction, RulePackDoc
 
 _log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class RuleOutcome:
 
     action: RuleAction | None
     hits: tuple[RuleHit, ...]
+
+
+NO_HITS = RuleOutcome(None, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +71,17 @@ class RulePack:
             )
             raise ConfigurationError(f"{source}: invalid rule pack: {problems}") from exc
 
-    def evaluate(self, ctx: RuleContext) -> RuleOutcome:
-        hits = tuple(rule.hit for rule in self._rules if rule.predicate(ctx))
-        decisive = next((h.action for h in hits if h.action is not RuleAction.TAG), None)
-        return RuleOutcome(decisive, hits)
+    def evaluate(self, batch: RuleBatch) -> list[RuleOutcome]:
+        """Every enabled rule on every event of the batch; one outcome per event, in order."""
+        outcomes = [NO_HITS] * len(batch)
+        if not self._rules or not outcomes:
+            return outcomes
+        matched = np.vstack([rule.predicate(batch) for rule in self._rules])  # rules x events
+        for event in np.flatnonzero(matched.any(axis=0)).tolist():
+            hits = tuple(self._rules[r].hit for r in np.flatnonzero(matched[:, event]).tolist())
+            decisive = next((h.action for h in hits if h.action is not RuleAction.TAG), None)
+            outcomes[event] = RuleOutcome(decisive, hits)
+        return outcomes
 
 
 class RuleSource:

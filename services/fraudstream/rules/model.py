@@ -9,25 +9,23 @@ refused when the pack loads, with the offending rule named.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fraudstream.contracts.fields import ReasonCode
 from fraudstream.features.spec import catalog
-from fraudstream.rules.context import RuleContext
+from fraudstream.rules.context import FIELD_KINDS, RuleBatch
 
 Scalar = float | int | str | bool
-Predicate = Callable[[RuleContext], bool]
+Predicate = Callable[[RuleBatch], np.ndarray]  # a batch in, one bool per event out
 
 # Transaction fields a rule may read (scalars only; ids are matched through lists).
-EVENT_FIELDS = frozenset(
-    {"amount", "currency", "channel", "card_present", "country", "mcc", "card_bin"}
-)
+EVENT_FIELDS = frozenset(FIELD_KINDS)
 
 
 class ListName(StrEnum):
@@ -53,7 +51,7 @@ class RuleAction(StrEnum):
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "gt": operator.gt,
     "ge": operator.ge,
     "lt": operator.lt,
@@ -63,6 +61,12 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "in": lambda a, b: a in b,
     "not_in": lambda a, b: a not in b,
 }
+
+
+def _kind_of(value: Scalar) -> type:
+    if isinstance(value, bool):
+        return bool
+    return float if isinstance(value, int | float) else str
 
 
 class Compare(BaseModel):
@@ -84,27 +88,43 @@ class Compare(BaseModel):
             raise ValueError(f"unknown feature {self.feature!r}; see `fraudctl features list`")
         if (self.op in {"in", "not_in"}) != isinstance(self.value, list):
             raise ValueError("`in`/`not_in` take a list value; other operators a single value")
+        wanted = float if self.feature is not None else FIELD_KINDS[self.field or ""]
+        constants = self.value if isinstance(self.value, list) else [self.value]
+        if any(_kind_of(c) is not wanted for c in constants):
+            raise ValueError(
+                f"{self.feature or self.field} compares with {wanted.__name__} values, "
+                f"got {self.value!r}"
+            )
         return self
 
     def compile(self) -> Predicate:
         compare, constant = _OPS[self.op], self.value
-        if isinstance(constant, list):
-            constant = frozenset(constant)  # type: ignore[assignment]
         if self.feature is not None:
             name = self.feature
-
-            def by_feature(ctx: RuleContext) -> bool:
-                value = ctx.feature(name)
-                return not math.isnan(value) and compare(value, constant)  # NaN: unknown, no match
-
-            return by_feature
+            if isinstance(constant, list):
+                members = np.array(constant, dtype=np.float64)
+                invert = self.op == "not_in"
+                return lambda batch: _known(
+                    batch.feature(name), lambda v: np.isin(v, members, invert=invert)
+                )
+            return lambda batch: _known(batch.feature(name), lambda v: compare(v, constant))
         field = self.field or ""
+        if isinstance(constant, list):
+            constant = frozenset(constant)  # type: ignore[assignment]
 
-        def by_field(ctx: RuleContext) -> bool:
-            value = ctx.field(field)
-            return value is not None and compare(value, constant)
+        def by_field(batch: RuleBatch) -> np.ndarray:
+            values = batch.field(field)
+            matched = (v is not None and compare(v, constant) for v in values)
+            return np.fromiter(matched, dtype=bool, count=len(values))
 
         return by_field
+
+
+def _known(values: np.ndarray, test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`test` on a feature column; NaN (unknown) never matches, whatever the operator."""
+    with np.errstate(invalid="ignore"):
+        matched: np.ndarray = np.asarray(test(values), dtype=bool) & ~np.isnan(values)
+    return matched
 
 
 class InList(BaseModel):
@@ -116,7 +136,7 @@ class InList(BaseModel):
 
     def compile(self) -> Predicate:
         name, entity = self.in_list, self.entity
-        return lambda ctx: ctx.listed(name, entity)
+        return lambda batch: batch.listed(name, entity)
 
 
 class All(BaseModel):
@@ -125,7 +145,7 @@ class All(BaseModel):
 
     def compile(self) -> Predicate:
         parts = [c.compile() for c in self.all]
-        return lambda ctx: all(p(ctx) for p in parts)
+        return lambda batch: np.logical_and.reduce([p(batch) for p in parts])
 
 
 class AnyOf(BaseModel):
@@ -134,7 +154,7 @@ class AnyOf(BaseModel):
 
     def compile(self) -> Predicate:
         parts = [c.compile() for c in self.any]
-        return lambda ctx: any(p(ctx) for p in parts)
+        return lambda batch: np.logical_or.reduce([p(batch) for p in parts])
 
 
 class Not(BaseModel):
@@ -143,7 +163,7 @@ class Not(BaseModel):
 
     def compile(self) -> Predicate:
         inner = self.not_.compile()
-        return lambda ctx: not inner(ctx)
+        return lambda batch: ~inner(batch)
 
 
 Condition = Compare | InList | All | AnyOf | Not

@@ -32,7 +32,7 @@ from fraudstream.contracts import (
 from fraudstream.errors import InfrastructureUnavailable
 from fraudstream.features.compute import Event
 from fraudstream.features.pipeline import StateCache, state_keys
-from fraudstream.rules.context import FeatureRow, ListHits, RuleContext
+from fraudstream.rules.context import ListHits, RuleBatch
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.decide import DecisionPolicy, Verdict
@@ -166,11 +166,7 @@ class BatchScorer:
         mark = _lap(result, "features", mark)
         hits = self._list_hits(txs, result)
         columns = {name: i for i, name in enumerate(models.pipeline.spec.names)}
-        pack = self.rules()
-        rule_outcomes = [
-            pack.evaluate(RuleContext(tx, FeatureRow(columns, values), hits))
-            for tx, values in zip(txs, rows.tolist(), strict=True)
-        ]
+        rule_outcomes = self.rules().evaluate(RuleBatch(txs, rows, columns, hits))
         mark = _lap(result, "rules", mark)
         amounts = np.array([tx.amount for tx in txs])
         verdicts, scored = route_and_decide(
