@@ -32,6 +32,7 @@ from fraudstream.rules.engine import RuleSource
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.core import BatchScorer, InputRecord
 from fraudstream.scoring.models import load_model_set
+from fraudstream.scoring.service import tune_gc
 from fraudstream.scoring.state import ScorerState, redis_client
 
 
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--train-transactions", type=int, default=60_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile top 30")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep CPython's collector thresholds"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         workdir = Path(tmp)
@@ -136,7 +140,10 @@ def main() -> None:
             train(workdir / "registry", args.train_transactions)
             load = simulate_load(args.batch_size * (args.batches + args.warmup), seed=5)
             client = redis_client(f"redis://127.0.0.1:{port}/0", 200)
-            run, profiler = measure(args, client, build_scorer(client, workdir / "registry"), load)
+            scorer = build_scorer(client, workdir / "registry")
+            if not args.default_gc:
+                tune_gc()  # as the service does once it has loaded
+            run, profiler = measure(args, client, scorer, load)
         finally:
             stop(pid, "redis-server")
     report(run, args.batch_size)

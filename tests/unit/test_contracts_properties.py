@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fraudstream.contracts import DeadLetterReason, Rejection, Transaction, decode, encode
+from fraudstream.contracts import (
+    Action,
+    DeadLetterReason,
+    Decision,
+    DecisionPath,
+    Reason,
+    ReasonSource,
+    Rejection,
+    Transaction,
+    decode,
+    encode,
+    encode_decision,
+    reason_fields,
+)
 from fraudstream.contracts.fields import ISO_4217, mask_pans
 from tests.factories import transaction_json
 
@@ -89,3 +104,46 @@ def test_mask_pans_leaves_no_pan_behind(noise: bytes, digits: str) -> None:
     masked, found = mask_pans(noise + b" " + digits.encode() + b" " + noise)
     assert found
     assert not re.search(rb"(?<![0-9])[0-9]{13,19}(?![0-9])", masked)
+
+
+ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:@-]{0,20}\Z")
+card_tokens = st.from_regex(r"\A[a-z][A-Za-z0-9_.:@-]{0,20}\Z")  # never PAN-like
+probabilities = st.floats(min_value=0.0, max_value=1.0)
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(-timedelta(hours=5))]),
+)  # fmt: skip
+reasons = st.builds(
+    Reason,
+    code=st.from_regex(r"\A[A-Z][A-Z0-9_]{0,10}\Z"),
+    source=st.sampled_from(ReasonSource),
+    detail=st.text(max_size=40),
+    feature=st.none() | st.from_regex(r"\A[a-z][a-z0-9_]{0,10}\Z"),
+    contribution=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=300)
+@given(
+    transaction_id=ids, card_token=card_tokens, action=st.sampled_from(Action),
+    score=st.none() | probabilities, member_scores=st.dictionaries(ids, probabilities, max_size=3),
+    reasons=st.lists(reasons, max_size=4), model_version=st.none() | ids,
+    shadow=st.none() | st.tuples(ids, probabilities), path=st.sampled_from(DecisionPath),
+    event_time=times, decided_at=times,
+    latency_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False, allow_infinity=False),
+)  # fmt: skip
+def test_the_scorers_decision_encoder_writes_what_pydantic_writes(  # noqa: PLR0917
+    transaction_id: str, card_token: str, action: Action, score: float | None,
+    member_scores: dict[str, float], reasons: list[Reason], model_version: str | None,
+    shadow: tuple[str, float] | None, path: DecisionPath, event_time: datetime,
+    decided_at: datetime, latency_ms: float,
+) -> None:  # fmt: skip
+    fields: dict[str, Any] = {
+        "transaction_id": transaction_id, "card_token": card_token, "action": action,
+        "score": score, "member_scores": member_scores, "model_version": model_version,
+        "shadow_model_version": shadow[0] if shadow else None,
+        "shadow_score": shadow[1] if shadow else None, "path": path, "event_time": event_time,
+        "decided_at": decided_at, "latency_ms": latency_ms,
+    }  # fmt: skip
+    fast = encode_decision(reasons=[reason_fields(r) for r in reasons], **fields)
+    assert fast == encode(Decision(reasons=reasons, **fields))

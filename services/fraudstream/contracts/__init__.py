@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fraudstream.contracts.codec import (
+    ReasonFields,
     Rejection,
     dead_letter,
     decode,
@@ -10,6 +11,8 @@ from fraudstream.contracts.codec import (
     decode_transactions,
     encode,
     encode_batch,
+    encode_decision,
+    reason_fields,
 )
 from fraudstream.contracts.messages import (
     Action,
@@ -59,6 +62,7 @@ __all__ = [
     "ModelEvent",
     "ModelEventType",
     "Reason",
+    "ReasonFields",
     "ReasonSource",
     "Rejection",
     "RetrainTrigger",
@@ -71,4 +75,6 @@ __all__ = [
     "decode_transactions",
     "encode",
     "encode_batch",
+    "encode_decision",
+    "reason_fields",
 ]

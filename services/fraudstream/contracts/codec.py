@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from fraudstream.contracts.fields import mask_pans
 from fraudstream.contracts.messages import (
+    Action,
     DeadLetter,
     DeadLetterReason,
+    DecisionPath,
     FieldError,
     Header,
+    Reason,
     Transaction,
 )
 
@@ -39,6 +43,47 @@ class Rejection:
 def encode(message: BaseModel) -> bytes:
     """Serialise one message to compact JSON bytes."""
     return type(message).__pydantic_serializer__.to_json(message)
+
+
+ReasonFields = dict[str, str | float | None]
+
+
+def reason_fields(reason: Reason) -> ReasonFields:
+    """A reason as the plain dict `encode_decision` takes (cache it for fixed reasons)."""
+    return {"code": reason.code, "source": reason.source.value, "detail": reason.detail,
+            "feature": reason.feature, "contribution": reason.contribution}  # fmt: skip
+
+
+def encode_decision(
+    *,
+    transaction_id: str,
+    card_token: str,
+    action: Action,
+    score: float | None,
+    member_scores: dict[str, float],
+    reasons: list[ReasonFields],
+    model_version: str | None,
+    shadow_model_version: str | None,
+    shadow_score: float | None,
+    path: DecisionPath,
+    event_time: datetime,
+    decided_at: datetime,
+    latency_ms: float,
+) -> bytes:
+    """The bytes `encode(Decision(...))` gives for these fields, about five times faster:
+    the scorer encodes one per transaction from values it produced itself, so they are
+    not validated again (a unit test holds the two encodings byte-equal)."""
+    return orjson.dumps(
+        {
+            "schema_version": 1, "transaction_id": transaction_id, "card_token": card_token,
+            "action": action.value, "score": score, "member_scores": member_scores,
+            "reasons": reasons, "model_version": model_version,
+            "shadow_model_version": shadow_model_version, "shadow_score": shadow_score,
+            "path": path.value, "event_time": event_time, "decided_at": decided_at,
+            "latency_ms": latency_ms,
+        },
+        option=orjson.OPT_UTC_Z,
+    )  # fmt: skip
 
 
 def encode_batch(messages: Iterable[BaseModel]) -> list[bytes]:

@@ -19,8 +19,8 @@ import numpy as np
 from fraudstream.contracts import (
     Action,
     DeadLetterReason,
-    Decision,
     Reason,
+    ReasonFields,
     ReasonSource,
     Rejection,
     ReviewCase,
@@ -28,6 +28,8 @@ from fraudstream.contracts import (
     dead_letter,
     decode_transactions,
     encode,
+    encode_decision,
+    reason_fields,
 )
 from fraudstream.errors import InfrastructureUnavailable
 from fraudstream.features.compute import Event
@@ -37,7 +39,7 @@ from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.decide import DecisionPolicy, Verdict
 from fraudstream.scoring.models import ModelSet
-from fraudstream.scoring.routing import RowScore, route_and_decide
+from fraudstream.scoring.routing import BatchScores, route_and_decide
 from fraudstream.scoring.state import (
     DECISIONS,
     DLQ,
@@ -50,6 +52,8 @@ from fraudstream.scoring.state import (
 
 _log = logging.getLogger(__name__)
 Output = tuple[str, bytes | None, bytes]  # (topic role, key, value)
+_REVIEW = Action.REVIEW
+_CONTRIBUTION_DETAIL = "LightGBM log-odds path contribution"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,51 +173,62 @@ class BatchScorer:
         rule_outcomes = self.rules().evaluate(RuleBatch(txs, rows, columns, hits))
         mark = _lap(result, "rules", mark)
         amounts = np.array([tx.amount for tx in txs])
-        verdicts, scored = route_and_decide(
+        verdicts, scores = route_and_decide(
             models, rows, [tx.card_token for tx in txs], rule_outcomes, amounts,
             degraded=result.degraded or result.lists_unavailable, policy=self.policy,
         )  # fmt: skip
         mark = _lap(result, "model", mark)
         memos: dict[str, Memo] = {}
         now = self.clock()
-        for (index, tx), verdict, row in zip(fresh, verdicts, scored, strict=True):
-            produced = self._outputs(records[index], tx, verdict, row, now)
+        for row, ((index, tx), verdict) in enumerate(zip(fresh, verdicts, strict=True)):
+            record = records[index]
+            produced = self._outputs(record, tx, verdict, scores, row, now)
             outputs[index] = produced[0]
             result.outputs.extend(produced[1:])
-            memos[tx.transaction_id] = Memo(records[index].partition, records[index].offset,
-                                            tuple(produced))  # fmt: skip
+            memos[tx.transaction_id] = Memo(record.partition, record.offset, tuple(produced))
         result.verdicts = verdicts
-        result.shadow = [(r.score, r.shadow[1]) for r in scored if r.shadow and r.score is not None]
+        if scores.shadow_score is not None:
+            result.shadow = [
+                (score, shadow)
+                for score, shadow in zip(scores.score, scores.shadow_score, strict=True)
+                if score is not None
+            ]
         _lap(result, "decide", mark)
         return memos
 
-    def _outputs(
-        self, record: InputRecord, tx: Transaction, verdict: Verdict, row: RowScore, now: float
-    ) -> list[Output]:
-        reasons = [*verdict.reasons, *(
-            Reason(code="TOP_FEATURE", source=ReasonSource.MODEL, feature=name,
-                   contribution=value, detail="LightGBM log-odds path contribution")
-            for name, value in row.contributions
-        )]  # fmt: skip
+    def _outputs(  # noqa: PLR0917 - one call site
+        self, record: InputRecord, tx: Transaction, verdict: Verdict, scores: BatchScores,
+        row: int, now: float,
+    ) -> list[Output]:  # fmt: skip
+        contributions = scores.contributions.get(row, ())
+        shadow = scores.shadow_score[row] if scores.shadow_score is not None else None
         decided_at = datetime.fromtimestamp(now, UTC)
         arrival = (record.timestamp_ms or now * 1000) / 1000
-        # model_construct: every value below comes from validated input or our own typed code,
-        # so re-validating would only cost time (tests validate encoded decisions instead).
-        decision = Decision.model_construct(
+        decision = encode_decision(
             transaction_id=tx.transaction_id, card_token=tx.card_token, action=verdict.action,
-            score=row.score, member_scores=row.members, reasons=reasons,
-            model_version=row.model_version,
-            shadow_model_version=row.shadow[0] if row.shadow else None,
-            shadow_score=row.shadow[1] if row.shadow else None,
-            path=verdict.path, event_time=tx.event_time, decided_at=decided_at,
-            latency_ms=max(0.0, (now - arrival) * 1000),
+            score=scores.score[row], member_scores=scores.members[row],
+            reasons=[
+                *(reason_fields(r) for r in verdict.reasons),
+                *(_contribution(name, value) for name, value in contributions),
+            ],
+            model_version=scores.model_version[row], shadow_model_version=scores.shadow_version,
+            shadow_score=shadow, path=verdict.path, event_time=tx.event_time,
+            decided_at=decided_at, latency_ms=max(0.0, (now - arrival) * 1000),
         )  # fmt: skip
-        produced: list[Output] = [(DECISIONS, tx.card_token.encode(), encode(decision))]
-        if verdict.action is Action.REVIEW:
+        produced: list[Output] = [(DECISIONS, tx.card_token.encode(), decision)]
+        if verdict.action is _REVIEW:
+            reasons = [*verdict.reasons, *(
+                Reason.model_construct(code="TOP_FEATURE", source=ReasonSource.MODEL,
+                                       detail=_CONTRIBUTION_DETAIL, feature=name,
+                                       contribution=value)
+                for name, value in contributions
+            )]  # fmt: skip
+            # model_construct: every value comes from validated input or our own typed code.
             case = ReviewCase.model_construct(
-                transaction=tx, action_suggested=verdict.action, score=row.score,
-                member_scores=row.members, reasons=reasons, contributions=dict(row.contributions),
-                model_version=row.model_version, path=verdict.path, created_at=decided_at,
+                transaction=tx, action_suggested=verdict.action, score=scores.score[row],
+                member_scores=scores.members[row], reasons=reasons,
+                contributions=dict(contributions), model_version=scores.model_version[row],
+                path=verdict.path, created_at=decided_at,
             )  # fmt: skip
             produced.append((REVIEW, tx.transaction_id.encode(), encode(case)))
         return produced
@@ -289,6 +304,11 @@ class BatchScorer:
             headers=record.headers, service=self.service, now=datetime.now(UTC),
         )  # fmt: skip
         return (DLQ, record.key, encode(letter))
+
+
+def _contribution(feature: str, value: float) -> ReasonFields:
+    return {"code": "TOP_FEATURE", "source": "model", "detail": _CONTRIBUTION_DETAIL,
+            "feature": feature, "contribution": value}  # fmt: skip
 
 
 def partition_offsets(

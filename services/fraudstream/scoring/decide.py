@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
 from fraudstream.contracts import Action, DecisionPath, Reason, ReasonSource
-from fraudstream.rules.engine import RuleOutcome
+from fraudstream.rules.engine import RuleHit, RuleOutcome
 from fraudstream.rules.model import RuleAction
 from fraudstream.training.ensemble import Thresholds, decline_mask, review_mask
 
@@ -72,8 +73,9 @@ def decide_batch(
     if degraded:
         widened = thresholds.review * policy.degraded_review_factor
         thresholds = thresholds.model_copy(update={"review": widened})
-    declines = decline_mask(model.scores, thresholds)
-    reviews = review_mask(model.scores, model.disagree, thresholds)
+    declines = decline_mask(model.scores, thresholds).tolist()
+    reviews = review_mask(model.scores, model.disagree, thresholds).tolist()
+    scores = model.scores.tolist()
     ml_path = DecisionPath.DEGRADED if degraded else DecisionPath.ML
     verdicts = []
     for row, rule in enumerate(rules):
@@ -81,7 +83,7 @@ def decide_batch(
         if rule.action is not None:
             verdicts.append(Verdict(_RULE_TO_ACTION[rule.action], DecisionPath.RULES, rule_reasons))
             continue
-        score = float(model.scores[row])
+        score = scores[row]
         if declines[row]:
             action, reason = Action.DECLINE, _score_reason("ML_DECLINE", score, thresholds.decline)
         elif reviews[row]:
@@ -89,9 +91,8 @@ def decide_batch(
             reason = (
                 _score_reason("ML_REVIEW_BAND", score, thresholds.review)
                 if score >= thresholds.review
-                else Reason(code="ML_DISAGREEMENT", source=ReasonSource.MODEL,
-                            detail="ensemble members disagree beyond the margin")
-            )  # fmt: skip
+                else _DISAGREEMENT
+            )
         else:
             action, reason = Action.APPROVE, None
         extra = (reason,) if reason else ()
@@ -99,12 +100,18 @@ def decide_batch(
     return verdicts
 
 
+_DISAGREEMENT = Reason(
+    code="ML_DISAGREEMENT", source=ReasonSource.MODEL,
+    detail="ensemble members disagree beyond the margin",
+)  # fmt: skip
+_NO_MODEL = Reason(
+    code="MODEL_UNAVAILABLE", source=ReasonSource.SYSTEM,
+    detail="no model loaded: rules and conservative defaults only",
+)  # fmt: skip
+
+
 def _rules_only(rule: RuleOutcome, amount: float, policy: DecisionPolicy) -> Verdict:
-    reasons = (
-        *_rule_reasons(rule),
-        Reason(code="MODEL_UNAVAILABLE", source=ReasonSource.SYSTEM,
-               detail="no model loaded: rules and conservative defaults only"),
-    )  # fmt: skip
+    reasons = (*_rule_reasons(rule), _NO_MODEL)
     if rule.action is not None:
         return Verdict(_RULE_TO_ACTION[rule.action], DecisionPath.RULES, reasons)
     if amount > policy.rules_only_review_amount:
@@ -113,13 +120,16 @@ def _rules_only(rule: RuleOutcome, amount: float, policy: DecisionPolicy) -> Ver
 
 
 def _rule_reasons(rule: RuleOutcome) -> tuple[Reason, ...]:
-    return tuple(
-        Reason(code=hit.reason, source=ReasonSource.RULE, detail=hit.description[:256])
-        for hit in rule.hits
-    )
+    return tuple(_rule_reason(hit) for hit in rule.hits) if rule.hits else ()
+
+
+@cache  # a rule's reason never changes; packs are few and small
+def _rule_reason(hit: RuleHit) -> Reason:
+    return Reason(code=hit.reason, source=ReasonSource.RULE, detail=hit.description[:256])
 
 
 def _score_reason(code: str, score: float, threshold: float) -> Reason:
-    return Reason(
+    # Built from our own constants and numbers: validation would only cost time.
+    return Reason.model_construct(
         code=code, source=ReasonSource.MODEL, detail=f"score {score:.4f} >= {threshold:.4f}"
     )

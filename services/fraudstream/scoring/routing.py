@@ -15,14 +15,22 @@ from fraudstream.scoring.models import ModelSet
 
 
 @dataclass
-class RowScore:
-    """One row's model output, as the decision message reports it."""
+class BatchScores:
+    """The model outputs of a batch, row-aligned, as the decision messages report them."""
 
-    score: float | None = None
-    members: dict[str, float] = field(default_factory=dict)
-    model_version: str | None = None
-    contributions: list[tuple[str, float]] = field(default_factory=list)
-    shadow: tuple[str, float] | None = None  # (version, score) of the shadow model
+    score: list[float | None]
+    members: list[dict[str, float]]
+    model_version: list[str | None]
+    contributions: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # by row
+    shadow_version: str | None = None
+    shadow_score: list[float] | None = None  # the shadow model's score per row
+
+    @classmethod
+    def empty(cls, n: int) -> BatchScores:
+        return cls([None] * n, [_NO_MEMBERS] * n, [None] * n)
+
+
+_NO_MEMBERS: dict[str, float] = {}  # shared by unscored rows: never mutated
 
 
 def route_and_decide(
@@ -34,31 +42,34 @@ def route_and_decide(
     *,
     degraded: bool,
     policy: DecisionPolicy,
-) -> tuple[list[Verdict], list[RowScore]]:
+) -> tuple[list[Verdict], BatchScores]:
     """Verdicts and model outputs per row; canary rows use the canary's thresholds."""
     n = len(cards)
     verdicts: list[Verdict | None] = [None] * n
-    scored = [RowScore() for _ in range(n)]
+    out = BatchScores.empty(n)
     canary = models.canary_rows(cards)
     for model, mask in ((models.champion, ~canary), (models.canary, canary)):
         index = np.flatnonzero(mask)
         if index.size == 0:
             continue
-        chosen = [rules[i] for i in index.tolist()]
+        at = index.tolist()
+        chosen = [rules[i] for i in at]
         scores = _predict(model, rows[index])
         group = decide_batch(chosen, amounts[index], scores, degraded=degraded, policy=policy)
-        _explain(model, rows[index], group, scored, index)
-        for j, i in enumerate(index.tolist()):
+        _explain(model, rows[index], group, out.contributions, at)
+        for j, i in enumerate(at):
             verdicts[i] = group[j]
-            if scores is not None and model is not None:
-                scored[i].score = float(scores.scores[j])
-                scored[i].members = {k: float(v[j]) for k, v in scores.members.items()}
-                scored[i].model_version = model.version
+        if scores is None or model is None:
+            continue
+        members = {name: values.tolist() for name, values in scores.members.items()}
+        for j, (i, score) in enumerate(zip(at, scores.scores.tolist(), strict=True)):
+            out.score[i] = score
+            out.members[i] = {name: values[j] for name, values in members.items()}
+            out.model_version[i] = model.version
     if models.shadow is not None:
-        shadow_scores = models.shadow.predict(rows)[0]
-        for i in range(n):
-            scored[i].shadow = (models.shadow.version, float(shadow_scores[i]))
-    return [v for v in verdicts if v is not None], scored
+        out.shadow_version = models.shadow.version
+        out.shadow_score = models.shadow.predict(rows)[0].tolist()
+    return [v for v in verdicts if v is not None], out
 
 
 def _predict(model: ServingModel | None, rows: np.ndarray) -> ModelScores | None:
@@ -72,15 +83,18 @@ def _explain(
     model: ServingModel | None,
     rows: np.ndarray,
     verdicts: list[Verdict],
-    scored: list[RowScore],
-    index: np.ndarray,
+    contributions: dict[int, list[tuple[str, float]]],
+    at: list[int],
 ) -> None:
     """Top contributions, only for model-driven reviews and declines (they cost a tree walk)."""
     wanted = [
         j for j, v in enumerate(verdicts)
-        if v.action is not Action.APPROVE and v.path is not DecisionPath.RULES
+        if v.action is not _APPROVE and v.path is not _RULES_PATH
     ]  # fmt: skip
     if model is None or not wanted:
         return
-    for j, contributions in zip(wanted, model.explain(rows[wanted]), strict=True):
-        scored[int(index[j])].contributions = contributions
+    for j, top in zip(wanted, model.explain(rows[wanted]), strict=True):
+        contributions[at[j]] = top
+
+
+_APPROVE, _RULES_PATH = Action.APPROVE, DecisionPath.RULES  # enum lookups cost on hot paths
