@@ -20,7 +20,13 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from fraudstream.contracts import Decision, Transaction, decode, encode
 from fraudstream.features.compute import Event
@@ -130,6 +136,50 @@ def test_every_input_yields_one_decision_or_one_dead_letter(
     assert metric("fraud_dlq_records_total", {"reason": "pan_detected"}) == 1.0
     assert metric("fraud_consumer_lag_records") == 0.0
     assert (metric("fraud_end_to_end_latency_seconds_count") or 0) == len(txs) + len(bad)
+
+
+def _set_topic_config(admin: AdminClient, topic: str, key: str, value: str) -> None:
+    update = ConfigResource(
+        ResourceType.TOPIC, topic,
+        incremental_configs=[ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)],
+    )  # fmt: skip
+    admin.incremental_alter_configs([update])[update].result()
+
+
+def test_refused_transactions_roll_back_and_are_replayed_exactly_once(
+    scorer_env: dict[str, str],
+    admin: AdminClient,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    """The decisions topic refuses every record for a while: each transaction fails, the
+    loop aborts it, rewinds past the batch scored meanwhile, and replays from the memos."""
+    settings = _settings(scorer_env)
+    # Above a transaction marker batch (~80 bytes: aborts must still be written), below a
+    # decision (~400 bytes).
+    _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "200")
+    txs = _transactions(600, seed=33)
+    _produce(make_producer(), settings.topic_transactions, txs)
+    loop, _watcher = build(settings)
+    observed = Observability(loop)
+    metric = observed.registry.get_sample_value
+    stop = threading.Event()
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        _await(lambda: (metric("fraud_kafka_transactions_total", {"outcome": "aborted"}) or 0) >= 3)
+        assert not metric("fraud_kafka_transactions_total", {"outcome": "committed"})
+        _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "1048588")
+        reader = make_consumer(settings.topic_decisions)
+        decisions = [m.value() or b"" for m in consume_n(reader, len(txs), timeout_s=90)]
+        assert consume_n(reader, 1, timeout_s=3) == []  # and nothing more arrives
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+    ids = Counter(orjson.loads(d)["transaction_id"] for d in decisions)
+    assert set(ids) == {tx.transaction_id for tx in txs}
+    assert max(ids.values()) == 1
 
 
 def _start_scorer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -82,6 +82,7 @@ class BatchResult:
     shadow: list[tuple[float, float]] = field(default_factory=list)  # (champion, shadow)
     state_gaps: dict[Partition, int] = field(default_factory=dict)  # offsets Redis lost
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    committed_at: float | None = None  # wall clock when its Kafka transaction committed
 
 
 @dataclass

@@ -2,13 +2,19 @@
 
 Exactly once: decisions, review cases, dead letters and the consumer offsets of a batch
 are committed in one Kafka transaction (read_committed readers see all or nothing).
+The commit of batch N (offsets to the transaction, then EndTxn: two broker round trips)
+runs on a helper thread while batch N+1 is consumed and scored; N+1's transaction starts
+only once N's has committed. If N's transaction fails, N+1 is dropped too and the
+consumer rewinds to N's first offsets: both are read again, and their Redis memos make
+the replay emit the same decisions (state was saved before the commit). A revocation
+waits for the commit in flight, so a partition's next owner starts after it.
 Error handling follows librdkafka's transactional producer classes:
 - `txn_requires_abort`: abort, rewind the consumer to the batch's first offsets, go on;
 - a timeout or other failure in commit/abort: the outcome is unknown, so the producer is
   rebuilt with the same transactional.id (fencing the old epoch) and the consumer rewound
   (never start the next transaction on that producer: KAFKA-17754);
 - fatal (fenced, ...): stop; the process exits non-zero and is restarted.
-SIGTERM finishes the batch in flight (its transaction commits or aborts), then exits.
+SIGTERM finishes the batches in flight (their transactions commit or abort), then exits.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -32,6 +40,15 @@ _log = logging.getLogger(__name__)
 
 class FatalKafkaError(FraudStreamError):
     """The producer was fenced or hit a fatal error: this instance must stop."""
+
+
+@dataclass
+class _InFlight:
+    """A batch whose transaction is being committed on the helper thread."""
+
+    records: Sequence[InputRecord]
+    result: BatchResult
+    commit: Future[None] = field(repr=False)
 
 
 class ScorerLoop:
@@ -59,11 +76,16 @@ class ScorerLoop:
         self.idle: Callable[[], None] = lambda: None  # called on empty polls (liveness)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._in_flight: _InFlight | None = None
+        self._rolled_back: list[InputRecord] = []  # to read again (set during a rebalance)
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until `stop` is set; commits what is in flight, then closes."""
         consumer = self._make_consumer()
         self._producer = self._make_producer()
+        committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn-commit")
+        self._committer = committer
         consumer.subscribe(
             [self.settings.topic_transactions], on_assign=self._on_assign,
             on_revoke=self._on_revoke, on_lost=self._on_revoke,
@@ -75,27 +97,36 @@ class ScorerLoop:
                     num_messages=self.settings.scorer_batch_max, timeout=wait
                 )
                 records = _records(messages)
+                if self._rolled_back:  # a commit failed during a rebalance: read again
+                    _rewind(consumer, [*self._rolled_back, *records])
+                    self._rolled_back = []
+                    continue
                 if not records:
+                    self._settle(consumer)
                     self.idle()
                     continue
+                positions = self._positions(consumer)  # before the next consume moves them
                 try:
                     result = self.scorer.process(records)
                 except StateFenced as exc:
                     # Another instance owns a partition now: drop the batch, rewind, and let
                     # the next poll deliver the revocation.
                     _log.warning("batch dropped: %s", exc)
-                    _rewind(consumer, records)
+                    if self._settle(consumer, also_rewind=records):
+                        _rewind(consumer, records)
                     if self.on_fenced is not None:
                         self.on_fenced()
                     continue
-                if self._commit(consumer, records, result):
-                    if self.on_batch is not None:
-                        self.on_batch(result, records)
-                elif self.on_abort is not None:
-                    self.on_abort()
+                if self._settle(consumer, also_rewind=records):
+                    self._start_commit(consumer, records, result, positions)
         finally:
-            consumer.close()
-            self._producer.flush(5)
+            try:
+                self._settle(consumer)
+            finally:
+                committer.shutdown()
+                self._committer = None
+                consumer.close()
+                self._producer.flush(5)
 
     @property
     def producer(self) -> Producer:
@@ -103,34 +134,74 @@ class ScorerLoop:
             raise FatalKafkaError("the scorer loop is not running")
         return self._producer
 
-    def _commit(
-        self, consumer: Consumer, records: Sequence[InputRecord], result: BatchResult
-    ) -> bool:
-        """True when the batch's transaction committed; False when it was rolled back."""
-        producer = self.producer
-        timeout = self.settings.scorer_transaction_timeout_s
-        stages = result.stage_seconds
+    def _positions(self, consumer: Consumer) -> list[TopicPartition]:
+        return [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+
+    def _start_commit(
+        self,
+        consumer: Consumer,
+        records: Sequence[InputRecord],
+        result: BatchResult,
+        positions: list[TopicPartition],
+    ) -> None:
+        """Begin the batch's transaction and produce its outputs here; commit it (offsets,
+        then EndTxn) on the helper thread. A failure to begin or produce rolls back now."""
+        producer, committer = self.producer, self._committer
+        if committer is None:
+            raise FatalKafkaError("the scorer loop is not running")
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
             producer.begin_transaction()
             for role, key, value in result.outputs:
                 self._produce(producer, self.topics[role], key, value)
-            produced = time.perf_counter()
-            stages["produce"] = produced - started
-            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            producer.send_offsets_to_transaction(
-                positions, consumer.consumer_group_metadata(), timeout
-            )
-            producer.commit_transaction(timeout)
-            stages["commit"] = time.perf_counter() - produced
         except KafkaException as exc:
-            self._recover(exc.args[0], consumer, records)
+            self._recover(exc.args[0])
+            _rewind(consumer, records)
+            return
+        result.stage_seconds["produce"] = time.perf_counter() - started
+        metadata = consumer.consumer_group_metadata()
+        commit = committer.submit(self._commit, result, positions, metadata)
+        self._in_flight = _InFlight(records, result, commit)
+
+    def _commit(
+        self, result: BatchResult, positions: list[TopicPartition], metadata: object
+    ) -> None:
+        """On the helper thread: the only producer calls while the transaction is open."""
+        producer, timeout = self.producer, self.settings.scorer_transaction_timeout_s
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        _retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, timeout),
+                  deadline)  # fmt: skip
+        _retrying(lambda: producer.commit_transaction(timeout), deadline)
+        result.stage_seconds["commit"] = time.perf_counter() - started
+        result.committed_at = time.time()
+
+    def _settle(
+        self, consumer: Consumer, also_rewind: Sequence[InputRecord] = (), *, rewind: bool = True
+    ) -> bool:
+        """Wait for the transaction in flight. True when it committed (or there was none);
+        False when it was rolled back: the consumer is rewound to its first offsets and to
+        those of `also_rewind` (a later batch that must not commit either), or, with
+        `rewind=False` (inside a rebalance callback), the main loop rewinds after the poll."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return True
+        try:
+            in_flight.commit.result()
+        except KafkaException as exc:
+            self._recover(exc.args[0])
+            again = [*in_flight.records, *also_rewind]
+            if rewind:
+                _rewind(consumer, again)
+            else:
+                self._rolled_back += again
             return False
+        if self.on_batch is not None:
+            self.on_batch(in_flight.result, in_flight.records)
         return True
 
-    def _recover(
-        self, error: KafkaError, consumer: Consumer, records: Sequence[InputRecord]
-    ) -> None:
+    def _recover(self, error: KafkaError) -> None:
+        """Roll the open transaction back (the caller rewinds the consumer)."""
         producer = self.producer
         if error.fatal():
             raise FatalKafkaError(f"fatal Kafka producer error, stopping: {error}")
@@ -144,7 +215,8 @@ class ScorerLoop:
         else:
             _log.error("transaction outcome unknown (%s): rebuilding the producer", error)
             self._rebuild()
-        _rewind(consumer, records)
+        if self.on_abort is not None:
+            self.on_abort()
 
     def _rebuild(self) -> None:
         if self._producer is not None:
@@ -178,7 +250,9 @@ class ScorerLoop:
              "transaction.timeout.ms": 60_000, "retry.backoff.ms": 5,
              "retry.backoff.max.ms": 20},
         )  # fmt: skip
-        producer.init_transactions(30)
+        # Retriable while the coordinator still completes the previous incarnation's
+        # transaction (CONCURRENT_TRANSACTIONS), for up to its timeout.
+        _retrying(lambda: producer.init_transactions(30), time.monotonic() + 60)
         return producer
 
     def lag(self) -> int:
@@ -199,10 +273,32 @@ class ScorerLoop:
         self.assigned |= set(changed)
         _log.info("assigned %s", sorted(self.assigned))
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The commit in flight includes these partitions' offsets: it finishes first.
+        self._settle(consumer, rewind=False)
         changed = [(p.topic, p.partition) for p in partitions]
         self.scorer.release(changed)
         self.assigned -= set(changed)
+
+
+def _retrying(call: Callable[[], None], deadline: float) -> None:
+    """`call` again after errors librdkafka calls retriable (not those that need an abort),
+    until `deadline` (monotonic); other errors, and the last retriable one, propagate.
+    CONCURRENT_TRANSACTIONS counts as retriable: the coordinator is still completing the
+    previous transaction (its abort markers), which librdkafka does not always retry itself."""
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            retriable = error.retriable() or error.code() == KafkaError.CONCURRENT_TRANSACTIONS
+            if not retriable or error.txn_requires_abort() or error.fatal():
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            _log.info("retrying after a retriable Kafka error: %s", error)
+            time.sleep(0.01)
 
 
 def _records(messages: list[Message]) -> list[InputRecord]:

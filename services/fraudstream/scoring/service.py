@@ -99,7 +99,7 @@ class Observability:
         self.metrics.set_degraded(Dependency.MODEL, champion is None)
 
     def on_batch(self, result: BatchResult, records: Sequence[InputRecord]) -> None:
-        now = time.time()
+        now = result.committed_at or time.time()
         self.on_idle()
         metrics = self.metrics
         metrics.observe_batch(len(records), result.stage_seconds)
