@@ -85,11 +85,17 @@ class System:
     rules_only: bool = False
     passthrough: bool = False
     tuned: bool = False  # what-if: the clients get TUNED (see tuned_clients)
+    delivery: str = "exactly_once"  # FRAUD_SCORER_DELIVERY
 
 
 SCORER = System("scorer (ML)", "ml")
 RULES_ONLY = System("scorer (rules-only)", "rules", rules_only=True)
 PASSTHROUGH = System("passthrough (EOS)", "pass", passthrough=True)
+ALO = "at_least_once"
+SCORER_ALO = System("scorer (ML), at least once", "mla", delivery=ALO)
+RULES_ONLY_ALO = System("scorer (rules-only), at least once", "rulesa", rules_only=True,
+                        delivery=ALO)  # fmt: skip
+PASSTHROUGH_ALO = System("passthrough (at least once)", "passa", passthrough=True, delivery=ALO)
 SCORER_TUNED = System("scorer (ML), tuned clients [what-if]", "mlt", tuned=True)
 PASSTHROUGH_TUNED = System(
     "passthrough (EOS), tuned clients", "passt", passthrough=True, tuned=True
@@ -97,11 +103,17 @@ PASSTHROUGH_TUNED = System(
 
 
 def systems(args: argparse.Namespace) -> tuple[list[System], list[System]]:
-    """(open-loop systems, max-throughput systems), what-if variants unless --no-tuned."""
-    if args.no_tuned:
-        return [SCORER, RULES_ONLY, PASSTHROUGH], [SCORER, PASSTHROUGH]
-    both = [SCORER, SCORER_TUNED, PASSTHROUGH, PASSTHROUGH_TUNED]
-    return [SCORER, SCORER_TUNED, RULES_ONLY, PASSTHROUGH, PASSTHROUGH_TUNED], both
+    """(open-loop systems, max-throughput systems): exactly once, then at least once
+    unless --no-alo, and the what-if variants unless --no-tuned."""
+    open_loop = [SCORER, RULES_ONLY, PASSTHROUGH]
+    most = [SCORER, PASSTHROUGH]
+    if not args.no_alo:
+        open_loop += [SCORER_ALO, RULES_ONLY_ALO, PASSTHROUGH_ALO]
+        most += [SCORER_ALO]
+    if not args.no_tuned:
+        open_loop += [SCORER_TUNED, PASSTHROUGH_TUNED]
+        most += [SCORER_TUNED, PASSTHROUGH_TUNED]
+    return open_loop, most
 
 
 def tuned_clients(args: argparse.Namespace) -> dict[str, dict[str, int]]:
@@ -144,6 +156,7 @@ class Bench:
         dep = deploy(self.endpoints, self.admin, tag, registry, self.args.batch_wait_ms)
         if system.tuned:
             dep.env[OVERRIDES_ENV] = orjson.dumps(tuned_clients(self.args)).decode()
+        dep.env["FRAUD_SCORER_DELIVERY"] = system.delivery
         self.deployed.append(dep)
         return dep
 
@@ -436,6 +449,7 @@ def parse_args() -> argparse.Namespace:
     add("--budget", type=int, default=3600, help="hard limit of the whole run, s")
     add("--seed", type=int, default=5)
     add("--no-tuned", action="store_true", help="skip the tuned-clients what-if variants")
+    add("--no-alo", action="store_true", help="skip the at-least-once delivery runs")
     add("--tuned-backoff-ms", type=int, default=5, help="retry.backoff.ms when tuned")
     add("--tuned-fetch-wait-ms", type=int, default=100, help="fetch.wait.max.ms when tuned")
     add("--passthrough-worker", action="store_true", help=argparse.SUPPRESS)

@@ -348,7 +348,8 @@ def commit_watcher(settings: ScorerSettings) -> tuple[Consumer, list[TopicPartit
 
 @dataclass
 class Passthrough:
-    """Exactly-once consume -> produce copy, batched like the scorer (the baseline)."""
+    """Consume -> produce copy, batched like the scorer (the baseline): in one transaction
+    per batch, or at least once (FRAUD_SCORER_DELIVERY) like the scorer's mode."""
 
     settings: ScorerSettings = field(default_factory=ScorerSettings)
 
@@ -361,23 +362,41 @@ class Passthrough:
             settings, bootstrap, settings.scorer_group_id,
             {**SERVICE_CONSUMER, **client_overrides("consumer")},
         )  # fmt: skip
+        exactly_once = settings.scorer_delivery == "exactly_once"
+        transactional = {"transactional.id": settings.transactional_id,
+                         "transaction.timeout.ms": 60_000} if exactly_once else {}  # fmt: skip
         producer = kafka_clients.producer(
             settings, bootstrap,
-            {"transactional.id": settings.transactional_id, "linger.ms": 1,
-             "transaction.timeout.ms": 60_000, **client_overrides("producer")},
+            {**transactional, "linger.ms": 1, **client_overrides("producer")},
         )  # fmt: skip
-        producer.init_transactions(30)
+        if exactly_once:
+            producer.init_transactions(30)
         consumer.subscribe([settings.topic_transactions], on_assign=_say_assigned)
         wait = settings.scorer_batch_wait_ms / 1000
         try:
             while not stop.is_set():
                 batch = consumer.consume(num_messages=settings.scorer_batch_max, timeout=wait)
                 messages = [m for m in batch if m.error() is None]
-                if messages:
+                if messages and exactly_once:
                     self._copy(consumer, producer, messages)
+                elif messages:
+                    self._copy_at_least_once(consumer, producer, messages)
         finally:
             consumer.close()
             producer.flush(5)
+
+    def _copy_at_least_once(
+        self, consumer: Consumer, producer: Producer, messages: list[Message]
+    ) -> None:
+        """Produce, wait for every acknowledgement, then commit the positions."""
+        topic = self.settings.topic_decisions
+        for message in messages:
+            tx_id = orjson.loads(message.value() or b"{}")["transaction_id"]
+            produce(producer, topic, orjson.dumps({"transaction_id": tx_id}), message.key() or b"")
+        positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+        if producer.flush(self.settings.scorer_transaction_timeout_s) != 0:
+            raise SystemExit("outputs not acknowledged in time")
+        consumer.commit(offsets=positions, asynchronous=False)
 
     def _copy(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
         timeout, topic = self.settings.scorer_transaction_timeout_s, self.settings.topic_decisions

@@ -190,15 +190,19 @@ def _start_scorer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(
+    ("seed", "delivery"), [(1, "exactly_once"), (2, "exactly_once"), (3, "at_least_once")]
+)
 def test_kill_minus_nine_loses_and_doubles_nothing(  # noqa: PLR0917 - pytest fixtures
     seed: int,
+    delivery: str,
     scorer_env: dict[str, str],
     endpoints: Endpoints,
     tmp_path: Path,
     make_producer: Callable[..., Producer],
     make_consumer: Callable[..., Consumer],
 ) -> None:
+    scorer_env = {**scorer_env, "FRAUD_SCORER_DELIVERY": delivery}
     settings = _settings(scorer_env)
     txs = _transactions(3000, seed=40 + seed)
     rng = random.Random(seed)
@@ -224,15 +228,25 @@ def test_kill_minus_nine_loses_and_doubles_nothing(  # noqa: PLR0917 - pytest fi
     feeder.join(60)
     proc = _start_scorer(scorer_env, log)
     try:
-        seen += [m.value() or b"" for m in consume_n(reader, len(txs) - len(seen), timeout_s=120)]
+        undecided = {tx.transaction_id for tx in txs} - {orjson.loads(v)["transaction_id"]
+                                                         for v in seen}  # fmt: skip
+        deadline = time.monotonic() + 120
+        while undecided:  # at least once: repeats must not count as progress
+            assert time.monotonic() < deadline, f"{len(undecided)} inputs not decided in time"
+            more = [m.value() or b"" for m in consume_n(reader, len(undecided), timeout_s=5)]
+            undecided -= {orjson.loads(v)["transaction_id"] for v in more}
+            seen += more
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]
     ids = Counter(orjson.loads(v)["transaction_id"] for v in seen)
     missing = {tx.transaction_id for tx in txs} - set(ids)
-    doubled = {i: c for i, c in ids.items() if c > 1}
     assert not missing, f"{len(missing)} inputs without a decision"
-    assert not doubled, f"duplicates: {list(doubled.items())[:5]}"
+    if delivery == "exactly_once":
+        doubled = {i: c for i, c in ids.items() if c > 1}
+        assert not doubled, f"duplicates: {list(doubled.items())[:5]}"
+    else:  # a replay may decide again, with the same bytes: consumers deduplicate by id
+        assert len(set(seen)) == len(txs), "a repeated decision differs from the first"
     assert consume_n(reader, 1, timeout_s=3) == []  # and nothing more arrives
     _assert_card_state_matches_a_clean_pass(endpoints, scorer_env, txs)
 

@@ -15,6 +15,11 @@ Error handling follows librdkafka's transactional producer classes:
   (never start the next transaction on that producer: KAFKA-17754);
 - fatal (fenced, ...): stop; the process exits non-zero and is restarted.
 SIGTERM finishes the batches in flight (their transactions commit or abort), then exits.
+
+At least once (`FRAUD_SCORER_DELIVERY=at_least_once`) skips the transaction: outputs are
+visible as soon as the broker acknowledges them, and the offsets are committed after
+every output of the batch was acknowledged. A crash or a lost output makes a batch be
+read again; its memos re-emit the same bytes, so consumers deduplicate by transaction_id.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class FatalKafkaError(FraudStreamError):
     """The producer was fenced or hit a fatal error: this instance must stop."""
 
 
+class OutputsNotDelivered(FraudStreamError):
+    """At least once: some outputs of a batch were not acknowledged; it is read again."""
+
+
 @dataclass
 class _InFlight:
     """A batch whose transaction is being committed on the helper thread."""
@@ -67,6 +76,7 @@ class ScorerLoop:
         self.on_batch = on_batch
         self.on_abort: Callable[[], None] | None = None
         self.on_fenced: Callable[[], None] | None = None
+        self.exactly_once = settings.scorer_delivery == "exactly_once"
         self.topics = {
             DECISIONS: settings.topic_decisions,
             REVIEW: settings.topic_review,
@@ -144,24 +154,55 @@ class ScorerLoop:
         result: BatchResult,
         positions: list[TopicPartition],
     ) -> None:
-        """Begin the batch's transaction and produce its outputs here; commit it (offsets,
-        then EndTxn) on the helper thread. A failure to begin or produce rolls back now."""
+        """Produce the batch's outputs here (in a new transaction when exactly once); commit
+        on the helper thread. A failure to begin or produce rolls back now."""
         producer, committer = self.producer, self._committer
         if committer is None:
             raise FatalKafkaError("the scorer loop is not running")
         started = time.perf_counter()
+        failed: list[KafkaError] = []  # delivery errors (at least once), set by callbacks
         try:
-            producer.begin_transaction()
+            if self.exactly_once:
+                producer.begin_transaction()
             for role, key, value in result.outputs:
-                self._produce(producer, self.topics[role], key, value)
+                self._produce(producer, self.topics[role], key, value, failed)
         except KafkaException as exc:
-            self._recover(exc.args[0])
+            if self.exactly_once:
+                self._recover(exc.args[0])
+            else:
+                _log.warning("outputs not produced, reading the batch again: %s", exc)
             _rewind(consumer, records)
             return
         result.stage_seconds["produce"] = time.perf_counter() - started
-        metadata = consumer.consumer_group_metadata()
-        commit = committer.submit(self._commit, result, positions, metadata)
+        if self.exactly_once:
+            metadata = consumer.consumer_group_metadata()
+            commit = committer.submit(self._commit, result, positions, metadata)
+        else:
+            commit = committer.submit(self._deliver, consumer, result, positions, failed)
         self._in_flight = _InFlight(records, result, commit)
+
+    def _deliver(
+        self,
+        consumer: Consumer,
+        result: BatchResult,
+        positions: list[TopicPartition],
+        failed: list[KafkaError],
+    ) -> None:
+        """At least once, on the helper thread: wait until every output is acknowledged,
+        then commit the offsets. A lost output raises (the batch is read again); a refused
+        offset commit only means the batch may be decided again after a restart."""
+        started = time.perf_counter()
+        unsent = self.producer.flush(self.settings.scorer_transaction_timeout_s)
+        if unsent or failed:
+            raise OutputsNotDelivered(
+                f"{unsent} outputs unacknowledged, {len(failed)} failed: {failed[:3]}"
+            )
+        try:
+            consumer.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            _log.warning("offsets not committed (outputs were delivered): %s", exc)
+        result.stage_seconds["commit"] = time.perf_counter() - started
+        result.committed_at = time.time()
 
     def _commit(
         self, result: BatchResult, positions: list[TopicPartition], metadata: object
@@ -188,8 +229,11 @@ class ScorerLoop:
             return True
         try:
             in_flight.commit.result()
-        except KafkaException as exc:
-            self._recover(exc.args[0])
+        except (KafkaException, OutputsNotDelivered) as exc:
+            if isinstance(exc, KafkaException):
+                self._recover(exc.args[0])
+            else:
+                _log.warning("reading the batch again: %s", exc)
             again = [*in_flight.records, *also_rewind]
             if rewind:
                 _rewind(consumer, again)
@@ -223,10 +267,20 @@ class ScorerLoop:
             self._producer.flush(1)
         self._producer = self._make_producer()
 
-    def _produce(self, producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+    def _produce(
+        self,
+        producer: Producer,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        failed: list[KafkaError],
+    ) -> None:
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                if self.exactly_once:  # the transaction reports failures as a whole
+                    producer.produce(topic, value=value, key=key)
+                else:
+                    producer.produce(topic, value=value, key=key, on_delivery=_noting(failed))
                 return
             except BufferError:
                 producer.poll(0.01)
@@ -241,6 +295,8 @@ class ScorerLoop:
         return self._consumer
 
     def _make_producer(self) -> Producer:
+        if not self.exactly_once:
+            return kafka_clients.producer(self.settings, self.bootstrap, {"linger.ms": 1})
         producer = kafka_clients.producer(
             self.settings, self.bootstrap,
             # The next transaction right after a commit is often refused with
@@ -279,6 +335,16 @@ class ScorerLoop:
         changed = [(p.topic, p.partition) for p in partitions]
         self.scorer.release(changed)
         self.assigned -= set(changed)
+
+
+def _noting(failed: list[KafkaError]) -> Callable[[KafkaError | None, Message], None]:
+    """A delivery callback that notes failures in `failed`."""
+
+    def _on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failed.append(error)
+
+    return _on_delivery
 
 
 def _retrying(call: Callable[[], None], deadline: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -22,6 +23,13 @@ class ScorerSettings(CommonSettings):
     scorer_batch_max: int = Field(default=500, ge=1, le=10_000, description="Records per batch.")
     scorer_batch_wait_ms: int = Field(
         default=5, ge=0, le=1000, description="Longest wait for a batch to fill."
+    )
+    scorer_delivery: Literal["exactly_once", "at_least_once"] = Field(
+        default="exactly_once",
+        description="exactly_once: outputs and offsets commit in one Kafka transaction "
+        "(read_committed readers see each decision once, after the commit); at_least_once: "
+        "decisions are visible as soon as acknowledged, and after a crash a batch may be "
+        "decided again with byte-identical messages (deduplicate by transaction_id).",
     )
     scorer_transaction_timeout_s: float = Field(default=10.0, gt=0, le=300)
     registry_dir: Path = Field(default=Path("models"), description="Model registry root.")
