@@ -117,14 +117,14 @@ def systems(args: argparse.Namespace) -> tuple[list[System], list[System]]:
 
 
 def tuned_clients(args: argparse.Namespace) -> dict[str, dict[str, int]]:
-    """librdkafka settings of the what-if variants: the CONCURRENT_TRANSACTIONS retry after
-    each commit waits retry.backoff.ms (100 by default); a 5 ms fetch.wait.max.ms costs the
-    broker CPU on every empty fetch and gains nothing (a fetch returns once data arrive)."""
+    """librdkafka settings of the what-if variants (the service's own consumer settings are
+    `consumer_tuning`): retry.backoff.ms of the producer, fetch wait and minimum bytes."""
     backoff = args.tuned_backoff_ms
     return {
         "producer": {"retry.backoff.ms": backoff, "retry.backoff.max.ms": max(backoff, 10)},
-        "consumer": {"fetch.wait.max.ms": args.tuned_fetch_wait_ms},
-    }
+        "consumer": {"fetch.wait.max.ms": args.tuned_fetch_wait_ms,
+                     "fetch.min.bytes": args.tuned_fetch_min_bytes},
+    }  # fmt: skip
 
 
 @dataclass
@@ -450,6 +450,7 @@ def parse_args() -> argparse.Namespace:
     add("--seed", type=int, default=5)
     add("--no-tuned", action="store_true", help="skip the tuned-clients what-if variants")
     add("--no-alo", action="store_true", help="skip the at-least-once delivery runs")
+    add("--tuned-fetch-min-bytes", type=int, default=1, help="fetch.min.bytes when tuned")
     add("--tuned-backoff-ms", type=int, default=5, help="retry.backoff.ms when tuned")
     add("--tuned-fetch-wait-ms", type=int, default=100, help="fetch.wait.max.ms when tuned")
     add("--passthrough-worker", action="store_true", help=argparse.SUPPRESS)

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraudstream import kafka_clients
 from fraudstream.localstack.stack import Endpoints, LocalStack
+from fraudstream.scoring.runner import consumer_tuning
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.settings import CommonSettings
 from fraudstream.topics import provision
@@ -40,8 +41,6 @@ from fraudstream.topics import provision
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The scorer's own consumer settings (runner.py), so the passthrough consumes alike.
-SERVICE_CONSUMER = {"enable.partition.eof": False, "fetch.wait.max.ms": 5,
-                    "max.poll.interval.ms": 60_000, "session.timeout.ms": 10_000}  # fmt: skip
 Snapshot = dict[str, float]
 Pids = dict[str, int | None]
 # librdkafka settings forced onto a child's clients, for what-if variants (JSON object
@@ -360,7 +359,7 @@ class Passthrough:
         bootstrap = settings.kafka_bootstrap_servers or ""
         consumer = kafka_clients.consumer(
             settings, bootstrap, settings.scorer_group_id,
-            {**SERVICE_CONSUMER, **client_overrides("consumer")},
+            {**consumer_tuning(settings.scorer_batch_wait_ms), **client_overrides("consumer")},
         )  # fmt: skip
         exactly_once = settings.scorer_delivery == "exactly_once"
         transactional = {"transactional.id": settings.transactional_id,
