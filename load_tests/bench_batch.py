@@ -81,7 +81,7 @@ def measure(
         for start in range(0, total, args.batch_size)
     ]  # fmt: skip
     for batch in batches[: args.warmup]:
-        scorer.process(batch)
+        scorer.save(scorer.process(batch))
     client.config_resetstat()
     profiler = cProfile.Profile() if args.profile else None
     stages: dict[str, float] = defaultdict(float)
@@ -89,7 +89,9 @@ def measure(
     if profiler:
         profiler.enable()
     for batch in batches[args.warmup :]:
-        for stage, seconds in scorer.process(batch).stage_seconds.items():
+        result = scorer.process(batch)
+        scorer.save(result)  # the service saves on its commit thread, overlapping the next batch
+        for stage, seconds in result.stage_seconds.items():
             stages[stage] += seconds
     if profiler:
         profiler.disable()

@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
+from typing import cast
 
 import pytest
 import redis
 
-from fraudstream.features.pipeline import StateCache, StateKey
-from fraudstream.features.state import LAYOUTS, Entity
+from fraudstream.contracts import Transaction, encode
+from fraudstream.features.compute import Event
+from fraudstream.features.pipeline import FeaturePipeline, StateCache, StateKey
+from fraudstream.features.state import LAYOUTS, Entity, decode_state
 from fraudstream.localstack.stack import Endpoints
+from fraudstream.rules.engine import RulePack
+from fraudstream.scoring.core import BatchScorer, InputRecord
+from fraudstream.scoring.model import scoring_spec
+from fraudstream.scoring.models import ModelSet
 from fraudstream.scoring.state import DECISIONS, Memo, ScorerState, StateFenced, redis_client
+from tests.factories import NOW, transaction
 
 PARTITION = ("transactions", 3)
 CARD: StateKey = (Entity.CARD, "card-1")
+CARD_0001: StateKey = (Entity.CARD, "card-0001")  # the factories' card
 
 
 @pytest.fixture
@@ -112,3 +122,36 @@ def test_an_emptied_redis_is_claimed_again_not_mistaken_for_a_zombie(
     assert "Redis lost its data" in caplog.text
     state.save(_card(5.0), {}, {PARTITION: 19})  # writes are accepted again
     assert state.load([CARD], [], {PARTITION: 20}).states[CARD][1] == 5.0
+
+
+def test_a_batch_scored_before_the_previous_one_is_saved_builds_on_it(
+    endpoints: Endpoints, unique: Callable[[str], str]
+) -> None:
+    """The loop saves batch N on its commit thread while it scores N+1: N+1 must count N's
+    payments (from memory), catch N's ids as duplicates, and leave N's pending write as
+    it was; saved in order, Redis then holds what one clean pass computes."""
+    client = redis_client(endpoints.redis_url, 2000)
+    scorer = BatchScorer(
+        rules=lambda: RulePack.from_yaml("version: t\nrules: []\n"), models=ModelSet,
+        state=ScorerState(client, prefix=unique("overlay")), lists=None,
+    )  # fmt: skip
+    txs = [transaction(transaction_id=f"tx-{i}", event_time=NOW + timedelta(minutes=i))
+           for i in range(6)]  # fmt: skip
+
+    def records(batch: list[Transaction], first_offset: int) -> list[InputRecord]:
+        return [InputRecord("transactions", 0, first_offset + i, None, b"card-0001", encode(tx))
+                for i, tx in enumerate(batch)]  # fmt: skip
+
+    first = scorer.process(records(txs[:3], 0))
+    second = scorer.process(records([*txs[3:], txs[0]], 3), unsaved=first.pending_save)
+    assert second.dlq_reasons == ["duplicate_id"]  # tx-0 again, known only from memory
+
+    pipeline, clean = FeaturePipeline(scoring_spec(None)), StateCache()
+    pipeline.transform([Event.from_transaction(tx) for tx in txs[:3]], clean)
+    assert first.pending_save is not None
+    assert first.pending_save.states[CARD_0001] == clean[CARD_0001]  # untouched by batch two
+    scorer.save(first)
+    scorer.save(second)
+    pipeline.transform([Event.from_transaction(tx) for tx in txs[3:]], clean)
+    blob = cast(bytes, client.get(f"{scorer.state.prefix}:card:card-0001"))  # type: ignore[union-attr]
+    assert decode_state(Entity.CARD, blob) == clean[CARD_0001]

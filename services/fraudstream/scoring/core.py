@@ -69,6 +69,15 @@ class InputRecord:
     headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
+@dataclass(frozen=True)
+class PendingSave:
+    """What a scored batch writes to Redis: entity states, memos, last offsets."""
+
+    states: StateCache
+    memos: dict[str, Memo]
+    last_offsets: dict[Partition, int]
+
+
 @dataclass
 class BatchResult:
     """Outputs in input order, and what the batch was like (for metrics)."""
@@ -83,6 +92,7 @@ class BatchResult:
     state_gaps: dict[Partition, int] = field(default_factory=dict)  # offsets Redis lost
     stage_seconds: dict[str, float] = field(default_factory=dict)
     committed_at: float | None = None  # wall clock when its Kafka transaction committed
+    pending_save: PendingSave | None = None  # see BatchScorer.save
 
 
 @dataclass
@@ -98,9 +108,15 @@ class BatchScorer:
     service: str = "scorer"
     clock: Callable[[], float] = time.time
 
-    def process(self, records: Sequence[InputRecord]) -> BatchResult:
-        """Score one batch. Redis failures degrade it; `StateFenced` (another instance owns
-        one of its partitions) propagates: the batch must then be dropped, not committed."""
+    def process(
+        self, records: Sequence[InputRecord], unsaved: PendingSave | None = None
+    ) -> BatchResult:
+        """Score one batch; its state writes are left in `result.pending_save` for `save`.
+
+        `unsaved` is the previous batch's pending save when it may not have reached Redis
+        yet: its states and memos stand in for what Redis returns. Redis failures degrade
+        the batch; `StateFenced` (another instance owns one of its partitions) propagates:
+        the batch must then be dropped, not committed."""
         result = BatchResult()
         outputs: list[Output | None] = [None] * len(records)
         mark = time.perf_counter()
@@ -112,6 +128,8 @@ class BatchScorer:
         mark = _lap(result, "validate", mark)
         events = [Event.from_transaction(tx) for _, tx in oks]
         loaded = self._load_state(records, oks, events, result)
+        if unsaved is not None and not result.degraded:
+            _overlay(loaded, unsaved)
         fresh: list[tuple[int, Transaction]] = []
         fresh_events: list[Event] = []
         for (index, tx), event in zip(oks, events, strict=True):
@@ -137,15 +155,26 @@ class BatchScorer:
             result=result, mark=mark,
         )  # fmt: skip
         if self.state is not None and not result.degraded:
-            mark = time.perf_counter()
-            try:
-                self.state.save(loaded.states, new_memos, partition_offsets(records, max))
-            except InfrastructureUnavailable as exc:
-                _log.warning("state not saved, batch continues: %s", exc)
-                result.degraded = True
-            _lap(result, "save", mark)
+            result.pending_save = PendingSave(
+                loaded.states, new_memos, partition_offsets(records, max)
+            )
         result.outputs[:0] = [o for o in outputs if o is not None]
         return result
+
+    def save(self, result: BatchResult) -> None:
+        """Write the batch's states and memos (one script); it must precede the batch's
+        commit. Redis failures degrade the batch (its updates are lost, the gap is
+        detectable); `StateFenced` propagates (drop the batch, do not commit it)."""
+        job = result.pending_save
+        if job is None or self.state is None:
+            return
+        mark = time.perf_counter()
+        try:
+            self.state.save(job.states, job.memos, job.last_offsets)
+        except InfrastructureUnavailable as exc:
+            _log.warning("state not saved, batch continues: %s", exc)
+            result.degraded = True
+        _lap(result, "save", mark)
 
     def release(self, partitions: Sequence[Partition]) -> None:
         """Partitions were assigned or revoked: their state fences are claimed anew."""
@@ -305,6 +334,15 @@ class BatchScorer:
             headers=record.headers, service=self.service, now=datetime.now(UTC),
         )  # fmt: skip
         return (DLQ, record.key, encode(letter))
+
+
+def _overlay(loaded: Loaded, unsaved: PendingSave) -> None:
+    """Put the previous batch's unsaved states and memos over what Redis returned (they are
+    newer). States are copied: this batch updates them while the previous one is saved."""
+    for key in loaded.states.keys() & unsaved.states.keys():
+        loaded.states[key] = list(unsaved.states[key])
+    for tx_id, memo in unsaved.memos.items():
+        loaded.memos.setdefault(tx_id, memo)
 
 
 def _contribution(feature: str, value: float) -> ReasonFields:

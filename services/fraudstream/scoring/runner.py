@@ -2,12 +2,14 @@
 
 Exactly once: decisions, review cases, dead letters and the consumer offsets of a batch
 are committed in one Kafka transaction (read_committed readers see all or nothing).
-The commit of batch N (offsets to the transaction, then EndTxn: two broker round trips)
-runs on a helper thread while batch N+1 is consumed and scored; N+1's transaction starts
-only once N's has committed. If N's transaction fails, N+1 is dropped too and the
-consumer rewinds to N's first offsets: both are read again, and their Redis memos make
-the replay emit the same decisions (state was saved before the commit). A revocation
-waits for the commit in flight, so a partition's next owner starts after it.
+Batch N's Redis state write and then its commit (offsets to the transaction, then
+EndTxn: two broker round trips) run on a helper thread while batch N+1 is consumed and
+scored; N+1 reads N's states from memory where N's write may not have landed yet, and
+N+1's transaction starts only once N's has committed. If N's transaction fails, N+1 is
+dropped too and the consumer rewinds to N's first offsets: both are read again, and
+their Redis memos make the replay emit the same decisions (state is saved before the
+commit). A revocation waits for the batch in flight, so a partition's next owner starts
+after it.
 Error handling follows librdkafka's transactional producer classes:
 - `txn_requires_abort`: abort, rewind the consumer to the batch's first offsets, go on;
 - a timeout or other failure in commit/abort: the outcome is unknown, so the producer is
@@ -36,7 +38,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
-from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord, partition_offsets
+from fraudstream.scoring.core import (
+    BatchResult,
+    BatchScorer,
+    InputRecord,
+    PendingSave,
+    partition_offsets,
+)
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.state import DECISIONS, DLQ, REVIEW, StateFenced
 
@@ -118,7 +126,7 @@ class ScorerLoop:
                     continue
                 positions = self._positions(consumer)  # before the next consume moves them
                 try:
-                    result = self.scorer.process(records)
+                    result = self.scorer.process(records, unsaved=self._unsaved())
                 except StateFenced as exc:
                     # Another instance owns a partition now: drop the batch, rewind, and let
                     # the next poll deliver the revocation.
@@ -155,32 +163,28 @@ class ScorerLoop:
         result: BatchResult,
         positions: list[TopicPartition],
     ) -> None:
-        """Produce the batch's outputs here (in a new transaction when exactly once); commit
-        on the helper thread. A failure to begin or produce rolls back now."""
+        """Hand the batch to the helper thread, which saves its state, then commits.
+        Exactly once, its transaction begins and its outputs are produced here first (the
+        commit waits for the save); a failure to begin or produce rolls back now."""
         producer, committer = self.producer, self._committer
         if committer is None:
             raise FatalKafkaError("the scorer loop is not running")
+        if not self.exactly_once:
+            commit = committer.submit(self._deliver, consumer, result, positions)
+            self._in_flight = _InFlight(records, result, commit)
+            return
         started = time.perf_counter()
-        failed: list[KafkaError] = []  # delivery errors (at least once), set by the callback
-        self._failed = failed
         try:
-            if self.exactly_once:
-                producer.begin_transaction()
+            producer.begin_transaction()
             for role, key, value in result.outputs:
                 self._produce(producer, self.topics[role], key, value)
         except KafkaException as exc:
-            if self.exactly_once:
-                self._recover(exc.args[0])
-            else:
-                _log.warning("outputs not produced, reading the batch again: %s", exc)
+            self._recover(exc.args[0])
             _rewind(consumer, records)
             return
         result.stage_seconds["produce"] = time.perf_counter() - started
-        if self.exactly_once:
-            metadata = consumer.consumer_group_metadata()
-            commit = committer.submit(self._commit, result, positions, metadata)
-        else:
-            commit = committer.submit(self._deliver, consumer, result, positions, failed)
+        metadata = consumer.consumer_group_metadata()
+        commit = committer.submit(self._commit, result, positions, metadata)
         self._in_flight = _InFlight(records, result, commit)
 
     def _delivery_failed(self, error: KafkaError | None, _message: Message) -> None:
@@ -189,17 +193,21 @@ class ScorerLoop:
             self._failed.append(error)
 
     def _deliver(
-        self,
-        consumer: Consumer,
-        result: BatchResult,
-        positions: list[TopicPartition],
-        failed: list[KafkaError],
+        self, consumer: Consumer, result: BatchResult, positions: list[TopicPartition]
     ) -> None:
-        """At least once, on the helper thread: wait until every output is acknowledged,
-        then commit the offsets. A lost output raises (the batch is read again); a refused
-        offset commit only means the batch may be decided again after a restart."""
-        started = time.perf_counter()
-        unsent = self.producer.flush(self.settings.scorer_transaction_timeout_s)
+        """At least once, on the helper thread: save the state, produce the outputs (only
+        now: a replay must find the memos of what was sent), wait until each one is
+        acknowledged, then commit the offsets. A lost output raises (the batch is read
+        again); a refused offset commit only means the batch may be decided again later."""
+        self.scorer.save(result)
+        producer, started = self.producer, time.perf_counter()
+        failed: list[KafkaError] = []
+        self._failed = failed
+        for role, key, value in result.outputs:
+            self._produce(producer, self.topics[role], key, value)
+        produced = time.perf_counter()
+        result.stage_seconds["produce"] = produced - started
+        unsent = producer.flush(self.settings.scorer_transaction_timeout_s)
         if unsent or failed:
             raise OutputsNotDelivered(
                 f"{unsent} outputs unacknowledged, {len(failed)} failed: {failed[:3]}"
@@ -208,13 +216,15 @@ class ScorerLoop:
             consumer.commit(offsets=positions, asynchronous=False)
         except KafkaException as exc:
             _log.warning("offsets not committed (outputs were delivered): %s", exc)
-        result.stage_seconds["commit"] = time.perf_counter() - started
+        result.stage_seconds["commit"] = time.perf_counter() - produced
         result.committed_at = time.time()
 
     def _commit(
         self, result: BatchResult, positions: list[TopicPartition], metadata: object
     ) -> None:
-        """On the helper thread: the only producer calls while the transaction is open."""
+        """Exactly once, on the helper thread: save the state, then add the offsets and
+        commit (the only producer calls while the transaction is open)."""
+        self.scorer.save(result)
         producer, timeout = self.producer, self.settings.scorer_transaction_timeout_s
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
@@ -224,21 +234,33 @@ class ScorerLoop:
         result.stage_seconds["commit"] = time.perf_counter() - started
         result.committed_at = time.time()
 
+    def _unsaved(self) -> PendingSave | None:
+        """The state writes of the batch in flight, which may not have reached Redis yet."""
+        return self._in_flight.result.pending_save if self._in_flight is not None else None
+
     def _settle(
         self, consumer: Consumer, also_rewind: Sequence[InputRecord] = (), *, rewind: bool = True
     ) -> bool:
-        """Wait for the transaction in flight. True when it committed (or there was none);
-        False when it was rolled back: the consumer is rewound to its first offsets and to
-        those of `also_rewind` (a later batch that must not commit either), or, with
+        """Wait for the batch in flight. True when it committed (or there was none); False
+        when it was rolled back: the consumer is rewound to its first offsets and to those
+        of `also_rewind` (a later batch that must not commit either), or, with
         `rewind=False` (inside a rebalance callback), the main loop rewinds after the poll."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
             return True
         try:
             in_flight.commit.result()
-        except (KafkaException, OutputsNotDelivered) as exc:
+        except (KafkaException, OutputsNotDelivered, StateFenced) as exc:
             if isinstance(exc, KafkaException):
                 self._recover(exc.args[0])
+            elif isinstance(exc, StateFenced):
+                # Another instance owns a partition now: its state was not written, so the
+                # batch must not commit either; the next poll delivers the revocation.
+                _log.warning("batch dropped: %s", exc)
+                if self.exactly_once:
+                    self._abort()
+                if self.on_fenced is not None:
+                    self.on_fenced()
             else:
                 _log.warning("reading the batch again: %s", exc)
             again = [*in_flight.records, *also_rewind]
@@ -253,18 +275,22 @@ class ScorerLoop:
 
     def _recover(self, error: KafkaError) -> None:
         """Roll the open transaction back (the caller rewinds the consumer)."""
-        producer = self.producer
         if error.fatal():
             raise FatalKafkaError(f"fatal Kafka producer error, stopping: {error}")
         if error.txn_requires_abort():
             _log.warning("aborting transaction: %s", error)
-            try:
-                producer.abort_transaction(self.settings.scorer_transaction_timeout_s)
-            except KafkaException as abort_error:
-                _log.error("abort failed (%s): rebuilding the producer", abort_error)
-                self._rebuild()
+            self._abort()
         else:
             _log.error("transaction outcome unknown (%s): rebuilding the producer", error)
+            self._rebuild()
+            if self.on_abort is not None:
+                self.on_abort()
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(self.settings.scorer_transaction_timeout_s)
+        except KafkaException as abort_error:
+            _log.error("abort failed (%s): rebuilding the producer", abort_error)
             self._rebuild()
         if self.on_abort is not None:
             self.on_abort()
