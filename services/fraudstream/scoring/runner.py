@@ -61,7 +61,7 @@ class OutputsNotDelivered(FraudStreamError):
 
 @dataclass
 class _InFlight:
-    """A batch whose transaction is being committed on the helper thread."""
+    """A batch whose state write and commit (or delivery) run on the helper thread."""
 
     records: Sequence[InputRecord]
     result: BatchResult
