@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -35,6 +36,7 @@ from fraudstream.features.state import Entity, decode_state
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry, Stage
 from fraudstream.scoring.model import scoring_spec
+from fraudstream.scoring.runner import ScorerLoop
 from fraudstream.scoring.service import Observability, build
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
@@ -81,6 +83,27 @@ def _outputs(make_consumer: Callable[..., Consumer], topic: str, n: int) -> list
     return [m.value() or b"" for m in consume_n(make_consumer(topic), n, timeout_s=90)]
 
 
+@contextmanager
+def _running(loop: ScorerLoop) -> Iterator[None]:
+    """The loop on a thread for the block; then stopped, its batches in flight finished."""
+    stop = threading.Event()
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+
+
+def _assert_exactly_once(decided: list[str], txs: list[Transaction]) -> None:
+    """Every transaction was decided, and none twice."""
+    ids = Counter(decided)
+    assert set(ids) == {tx.transaction_id for tx in txs}
+    assert max(ids.values()) == 1
+
+
 def test_every_input_yields_one_decision_or_one_dead_letter(
     scorer_env: dict[str, str],
     make_producer: Callable[..., Producer],
@@ -105,19 +128,10 @@ def test_every_input_yields_one_decision_or_one_dead_letter(
     model = watcher.current.champion
     assert model is not None
     observed = Observability(loop)
-    stop = threading.Event()
-    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with _running(loop):
         decisions = _outputs(make_consumer, settings.topic_decisions, len(txs))
         dead = _outputs(make_consumer, settings.topic_dlq, len(bad))
-    finally:
-        stop.set()
-        worker.join(30)
-    assert not worker.is_alive()
-    ids = Counter(orjson.loads(d)["transaction_id"] for d in decisions)
-    assert set(ids) == {tx.transaction_id for tx in txs}
-    assert max(ids.values()) == 1
+    _assert_exactly_once([orjson.loads(d)["transaction_id"] for d in decisions], txs)
     reasons = sorted(orjson.loads(d)["reason"] for d in dead)
     assert reasons == ["duplicate_id", "invalid_json", "oversize", "pan_detected"]
     assert all(b"4111111111111111" not in d for d in dead)
@@ -163,23 +177,14 @@ def test_refused_transactions_roll_back_and_are_replayed_exactly_once(
     loop, _watcher = build(settings)
     observed = Observability(loop)
     metric = observed.registry.get_sample_value
-    stop = threading.Event()
-    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with _running(loop):
         _await(lambda: (metric("fraud_kafka_transactions_total", {"outcome": "aborted"}) or 0) >= 3)
         assert not metric("fraud_kafka_transactions_total", {"outcome": "committed"})
         _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "1048588")
         reader = make_consumer(settings.topic_decisions)
         decisions = [m.value() or b"" for m in consume_n(reader, len(txs), timeout_s=90)]
         assert consume_n(reader, 1, timeout_s=3) == []  # and nothing more arrives
-    finally:
-        stop.set()
-        worker.join(30)
-    assert not worker.is_alive()
-    ids = Counter(orjson.loads(d)["transaction_id"] for d in decisions)
-    assert set(ids) == {tx.transaction_id for tx in txs}
-    assert max(ids.values()) == 1
+    _assert_exactly_once([orjson.loads(d)["transaction_id"] for d in decisions], txs)
 
 
 def _start_scorer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -283,10 +288,7 @@ def test_hot_swap_shadow_then_promote_without_restart_or_loss(
     (first,) = registry.list("fraud")
     second = train_small_model(registry_copy, train_seed=2).version
     loop, watcher = build(settings)
-    stop = threading.Event()
     watcher.start()
-    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    worker.start()
     producer = make_producer()
     reader = make_consumer(settings.topic_decisions)
     txs = _transactions(900, seed=50)
@@ -300,26 +302,23 @@ def test_hot_swap_shadow_then_promote_without_restart_or_loss(
         _produce_raw(producer, settings.topic_models, b"fraud", encode(event))
 
     try:
-        before = phase(txs[:300])
-        announce(second.version, Stage.SHADOW)
-        _await(lambda: watcher.current.shadow is not None)
-        shadowed = phase(txs[300:600])
-        announce(second.version, Stage.CHAMPION)
-        _await(lambda: watcher.current.champion is not None
-               and watcher.current.champion.version == second.version)  # fmt: skip
-        after = phase(txs[600:])
+        with _running(loop):
+            before = phase(txs[:300])
+            announce(second.version, Stage.SHADOW)
+            _await(lambda: watcher.current.shadow is not None)
+            shadowed = phase(txs[300:600])
+            announce(second.version, Stage.CHAMPION)
+            _await(lambda: watcher.current.champion is not None
+                   and watcher.current.champion.version == second.version)  # fmt: skip
+            after = phase(txs[600:])
     finally:
-        stop.set()
-        worker.join(30)
         watcher.stop()
     assert {d["model_version"] for d in before if d["path"] == "ml"} == {first.version}
     assert {d["shadow_model_version"] for d in shadowed} == {second.version}
     assert all(isinstance(d["shadow_score"], float) for d in shadowed)
     assert {d["model_version"] for d in shadowed if d["path"] == "ml"} == {first.version}
     assert {d["model_version"] for d in after if d["path"] == "ml"} == {second.version}
-    ids = Counter(str(d["transaction_id"]) for d in before + shadowed + after)
-    assert set(ids) == {tx.transaction_id for tx in txs}
-    assert max(ids.values()) == 1
+    _assert_exactly_once([str(d["transaction_id"]) for d in before + shadowed + after], txs)
 
 
 def _produce_raw(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
@@ -360,9 +359,7 @@ def test_rebalance_while_instances_join_and_leave(
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
-    ids = Counter(orjson.loads(v)["transaction_id"] for v in seen)
-    assert set(ids) == {tx.transaction_id for tx in txs}
-    assert max(ids.values()) == 1
+    _assert_exactly_once([orjson.loads(v)["transaction_id"] for v in seen], txs)
     for name in ("a.log", "b.log"):
         assert "assigned" in (tmp_path / name).read_text()  # both took part
 

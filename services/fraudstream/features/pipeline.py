@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 
 import numpy as np
 
@@ -48,21 +47,19 @@ class FeaturePipeline:
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
         self.columns = {name: i for i, name in enumerate(spec.names)}
+        computed = [n for n in spec.names if not n.startswith(PRODUCER_PREFIX)]
+        producer = [n for n in spec.names if n.startswith(PRODUCER_PREFIX)]
+        if spec.names != (*computed, *producer):
+            raise ValueError("producer features must come after the computed ones")
         everything = catalog()
-        computed = [everything.index(n) for n in spec.names if not n.startswith(PRODUCER_PREFIX)]
+        at = [everything.index(n) for n in computed]
         # The catalog in its own order (the scorer's case) needs no picking.
-        self._pick: Callable[[list[float]], Sequence[float]] | None = (
-            None if computed == list(range(len(everything))) else _picker(computed)
+        self._pick: Callable[[list[float]], list[float]] | None = (
+            None if at == list(range(len(everything))) else (lambda row: [row[i] for i in at])
         )
         self._producer = [
-            (n.removeprefix(PRODUCER_PREFIX), spec.producer_default(n))
-            for n in spec.names
-            if n.startswith(PRODUCER_PREFIX)
+            (n.removeprefix(PRODUCER_PREFIX), spec.producer_default(n)) for n in producer
         ]
-        if spec.names[: len(spec.names) - len(self._producer)] != tuple(
-            n for n in spec.names if not n.startswith(PRODUCER_PREFIX)
-        ):
-            raise ValueError("producer features must come after the computed ones")
 
     def transform(self, events: Sequence[Event], states: StateCache) -> np.ndarray:
         """One row per event, in order; each event sees the states left by the previous."""
@@ -79,7 +76,7 @@ class FeaturePipeline:
                 *compute.shared_entity_features(Entity.IP, ip, ev),
             ]
             if pick is not None:
-                row = list(pick(row))
+                row = pick(row)
             for name, default in producer:
                 supplied = ev.producer.get(name) if ev.producer else None
                 row.append(default if supplied is None else supplied)
@@ -87,13 +84,6 @@ class FeaturePipeline:
         if not rows:
             return np.empty((0, len(self.spec.names)), dtype=np.float32)
         return np.array(rows, dtype=np.float32)
-
-
-def _picker(positions: list[int]) -> Callable[[list[float]], Sequence[float]]:
-    if len(positions) == 1:
-        only = positions[0]
-        return lambda row: (row[only],)
-    return itemgetter(*positions)
 
 
 def apply_label(label: Label, states: StateCache) -> None:

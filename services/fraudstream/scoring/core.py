@@ -199,8 +199,7 @@ class BatchScorer:
         rows = models.pipeline.transform(events, states)
         mark = _lap(result, "features", mark)
         hits = self._list_hits(txs, result)
-        columns = {name: i for i, name in enumerate(models.pipeline.spec.names)}
-        rule_outcomes = self.rules().evaluate(RuleBatch(txs, rows, columns, hits))
+        rule_outcomes = self.rules().evaluate(RuleBatch(txs, rows, models.pipeline.columns, hits))
         mark = _lap(result, "rules", mark)
         amounts = np.array([tx.amount for tx in txs])
         verdicts, scores = route_and_decide(
