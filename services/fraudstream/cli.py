@@ -24,7 +24,7 @@ from fraudstream.localstack.stack import LocalStack, resolve_endpoints
 from fraudstream.registry.cli import models
 from fraudstream.rules.lists import RedisLists
 from fraudstream.rules.model import ListEntity, ListName
-from fraudstream.settings import CommonSettings, get_settings
+from fraudstream.settings import CommonSettings, get_settings, mask_url
 from fraudstream.simulator import SimulationConfig, live_transactions
 from fraudstream.simulator.stream import StreamStats, stream
 from fraudstream.topics import provision, topic_table
@@ -68,11 +68,11 @@ def status() -> None:
         kafka_word = "running" if current.kafka_running else "stopped"
         redis_word = "running" if current.redis_running else "stopped"
         click.echo(f"kafka {state.kafka_version}: {kafka_word} at {state.kafka_bootstrap}")
-        click.echo(f"redis: {redis_word} at {state.redis_url}")
+        click.echo(f"redis: {redis_word} at {mask_url(state.redis_url)}")
     if settings.kafka_bootstrap_servers:
         click.echo(f"KAFKA_BOOTSTRAP_SERVERS overrides: {settings.kafka_bootstrap_servers}")
     if settings.redis_url:
-        click.echo(f"REDIS_URL overrides: {settings.redis_url}")
+        click.echo(f"REDIS_URL overrides: {mask_url(settings.redis_url)}")
 
 
 @cli.group()

@@ -7,12 +7,46 @@ is prefixed `FRAUD_` (for example `FRAUD_TOPIC_TRANSACTIONS`). Services extend
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MASK = "***"
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def mask_url(url: str) -> str:
+    """`url` fit to print: a password in its userinfo or `password=` query becomes `***`.
+
+    `redis://:secret@host:6379/0` gives `redis://:***@host:6379/0`. When the parser cannot
+    place an `@` (an unescaped `/` in the password, say), all before the last `@` is masked.
+    Strings that are not URLs come back unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    try:
+        authority = urlsplit(url).netloc
+    except ValueError:  # for example an unclosed IPv6 bracket
+        authority = ""
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        masked = f"{user}:{MASK}@{host}" if colon else authority
+        rest = masked + rest[len(authority) :]
+    elif "@" in rest:
+        rest = f"{MASK}@{rest.rpartition('@')[2]}"
+    return f"{scheme}://{_PASSWORD_PARAM.sub(_masked_param, rest)}"
+
+
+def _masked_param(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
 
 
 class CommonSettings(BaseSettings):
@@ -71,6 +105,11 @@ class CommonSettings(BaseSettings):
         le=8 * 1024 * 1024,
         description="Larger input records are dead-lettered as oversize.",
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Fields for repr and str, with any password in a URL masked (`mask_url`)."""
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if isinstance(value, str) else value
 
     def kafka_client_config(self, bootstrap: str) -> dict[str, Any]:
         """librdkafka settings common to every client: bootstrap and security."""

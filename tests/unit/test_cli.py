@@ -31,3 +31,11 @@ def test_status_without_a_stack(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["status"], env={"FRAUD_STATE_DIR": str(tmp_path)})
     assert result.exit_code == 0
     assert "not started" in result.output
+
+
+def test_status_masks_the_redis_password(tmp_path: Path) -> None:
+    env = {"FRAUD_STATE_DIR": str(tmp_path), "REDIS_URL": "redis://:hunter2@redis:6379/0"}
+    result = CliRunner().invoke(cli, ["status"], env=env)
+    assert result.exit_code == 0
+    assert "REDIS_URL overrides: redis://:***@redis:6379/0" in result.output
+    assert "hunter2" not in result.output

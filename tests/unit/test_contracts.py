@@ -1,9 +1,9 @@
-"""Contract validation, batch codec and dead-letter records, without any service."""
+"""Contract validation and the batch codec, without any service."""
 
 from __future__ import annotations
 
-import base64
 import re
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -14,7 +14,7 @@ from fraudstream.contracts import (
     DeadLetterReason,
     Rejection,
     Transaction,
-    dead_letter,
+    check_event_time,
     decode,
     decode_batch,
     decode_transactions,
@@ -112,6 +112,42 @@ def test_pan_like_card_token_is_refused_without_echoing_it(card: str) -> None:
     assert all(digits not in e.msg for e in rejection.errors)
 
 
+ID_FIELDS = ["transaction_id", "card_token", "customer_id", "merchant_id", "device_id"]
+
+
+@pytest.mark.parametrize("field", ID_FIELDS)
+@pytest.mark.parametrize("pan", ["5555555555554444", "5555-5555-5555-4444", "5555 5555 5555 4444"])
+def test_pan_in_any_identifier_is_refused_naming_only_the_field(field: str, pan: str) -> None:
+    rejection = _reject(transaction_json(**{field: pan}))
+    assert rejection.reason is DeadLetterReason.PAN_DETECTED
+    assert rejection.detail == (
+        f"{field}: looks like a raw card number; send a token, never the PAN"
+    )
+    assert [(e.loc, e.type) for e in rejection.errors] == [(field, "pan_detected")]
+    digits = pan.replace(" ", "").replace("-", "")
+    assert all(digits[6:12] not in text for text in (rejection.detail, rejection.errors[0].msg))
+
+
+def test_pans_in_several_identifiers_are_all_named() -> None:
+    rejection = _reject(transaction_json(customer_id="4" * 16, device_id="5" * 13))
+    assert rejection.reason is DeadLetterReason.PAN_DETECTED
+    assert rejection.detail.startswith("customer_id, device_id: looks like a raw card number")
+
+
+def test_pan_in_the_ip_field_fails_its_address_syntax() -> None:
+    rejection = _reject(transaction_json(ip="5555555555554444"))
+    assert rejection.reason is DeadLetterReason.SCHEMA_VIOLATION
+    assert "5555555555554444" not in rejection.detail
+    assert [(e.loc, e.type) for e in rejection.errors] == [("ip", "string_pattern_mismatch")]
+
+
+@pytest.mark.parametrize("field", ID_FIELDS)
+@pytest.mark.parametrize("value", ["tx-4111111111111111", "4" * 12, "4" * 20])
+def test_identifiers_that_are_not_pan_like_pass(field: str, value: str) -> None:
+    result = decode(Transaction, orjson.dumps(transaction_json(**{field: value})), LIMIT)
+    assert isinstance(result, Transaction)
+
+
 @pytest.mark.parametrize("card", ["card-4111111111111111x", "4" * 12, "4" * 20, "tok_abc"])
 def test_tokens_that_are_not_pan_like_pass(card: str) -> None:
     assert not looks_like_pan(card) or card.isdigit()
@@ -154,43 +190,73 @@ def test_batch_splits_oks_and_errs_in_order() -> None:
     ]
 
 
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def _at(event_time: datetime) -> bytes:
+    return orjson.dumps(transaction_json(event_time=event_time.isoformat()))
+
+
+def test_event_time_more_than_a_day_ahead_of_the_broker_is_refused() -> None:
+    values = [
+        _at(NOW + timedelta(days=1)),  # exactly at the limit: accepted
+        _at(NOW + timedelta(days=1, hours=1)),
+        _at(NOW + timedelta(days=3)),  # no timestamp: not checked
+        b"{",
+        _at(NOW - timedelta(days=900)),  # the past is not bounded by default
+    ]
+    timestamps = [NOW_MS, NOW_MS, None, NOW_MS, NOW_MS]
+    oks, errs = decode_transactions(values, LIMIT, timestamps_ms=timestamps)
+    assert [index for index, _ in oks] == [0, 2, 4]
+    assert [(index, r.reason) for index, r in errs] == [
+        (1, DeadLetterReason.EVENT_TIME_OUT_OF_RANGE),
+        (3, DeadLetterReason.INVALID_JSON),
+    ]
+    rejection = errs[0][1]
+    assert rejection.detail == (
+        "event_time 2026-11-24T13:00:00+00:00 is 25.0 h after the record's broker timestamp "
+        "2026-11-23T12:00:00+00:00; the limit is 24 h (check the producer's clock and time zone)"
+    )
+    assert [(e.loc, e.type) for e in rejection.errors] == [
+        ("event_time", "event_time_out_of_range")
+    ]
+
+
+def test_event_time_bounds_are_configurable_and_use_the_instant_not_the_zone() -> None:
+    paris = timezone(timedelta(hours=1))
+    values = [_at((NOW + timedelta(minutes=30)).astimezone(paris)), _at(NOW - timedelta(days=2))]
+    oks, errs = decode_transactions(
+        values, LIMIT, timestamps_ms=[NOW_MS, NOW_MS], max_future_s=3600, max_past_s=86400
+    )
+    assert [index for index, _ in oks] == [0]
+    assert [(index, r.detail) for index, r in errs] == [
+        (1, "event_time 2026-11-21T12:00:00+00:00 is 48.0 h before the record's broker "
+            "timestamp 2026-11-23T12:00:00+00:00; the limit is 24 h (check the producer's "
+            "clock and time zone)"),
+    ]  # fmt: skip
+
+
+def test_event_time_check_skips_unavailable_timestamps() -> None:
+    far = NOW + timedelta(days=30)
+    assert check_event_time(far, None) is None
+    assert check_event_time(far, -1) is None  # Kafka's "no timestamp"
+    assert check_event_time(NOW, NOW_MS) is None
+    rejection = check_event_time(far, NOW_MS)
+    assert rejection is not None
+    assert rejection.reason is DeadLetterReason.EVENT_TIME_OUT_OF_RANGE
+
+
+def test_event_time_check_needs_one_timestamp_per_value() -> None:
+    with pytest.raises(ValueError, match="1 timestamps for 2 values"):
+        decode_transactions([b"{", b"{"], LIMIT, timestamps_ms=[NOW_MS])
+
+
 def test_encode_batch_matches_single_encode() -> None:
     messages = samples()
     assert encode_batch(messages) == [encode(m) for m in messages]
     oks, errs = decode_batch(Transaction, encode_batch([messages[0]]), LIMIT)
     assert not errs
     assert oks[0][1] == messages[0]
-
-
-def test_dead_letter_keeps_original_bytes_and_masks_pans() -> None:
-    value = orjson.dumps(transaction_json(card_token="4111 1111 1111 1111"))
-    rejection = decode(Transaction, value, LIMIT)
-    assert isinstance(rejection, Rejection)
-    record = dead_letter(
-        rejection, topic="transactions", partition=2, offset=99, timestamp_ms=1,
-        key=b"4111111111111111", value=value, headers=[("trace", b"abc")],
-        service="scorer", now=NOW,
-    )  # fmt: skip
-    assert record.reason is DeadLetterReason.PAN_DETECTED
-    assert (record.partition, record.offset) == (2, 99)
-    assert record.value_redacted
-    kept_value = base64.b64decode(record.value_b64 or "")
-    assert b"411111******1111" in kept_value
-    assert b"4111 1111 1111 1111" not in kept_value
-    assert base64.b64decode(record.key_b64 or "") == b"411111******1111"
-    assert base64.b64decode(record.headers[0].value_b64 or "") == b"abc"
-    assert b"4111111111111111" not in encode(record)
-
-
-def test_dead_letter_of_clean_record_is_byte_identical() -> None:
-    value = b'{"amount": -1}'
-    record = dead_letter(
-        Rejection(DeadLetterReason.SCHEMA_VIOLATION, "x"), topic="t", partition=0, offset=0,
-        timestamp_ms=None, key=None, value=value, headers=None, service="scorer", now=NOW,
-    )  # fmt: skip
-    assert not record.value_redacted
-    assert base64.b64decode(record.value_b64 or "") == value
-    assert record.key_b64 is None
 
 
 def test_mask_pans_leaves_short_numbers_and_dates_alone() -> None:

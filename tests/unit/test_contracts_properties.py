@@ -30,6 +30,7 @@ from tests.factories import transaction_json
 
 LIMIT = 64 * 1024
 FIELDS = list(transaction_json())
+ID_FIELDS = ["transaction_id", "card_token", "customer_id", "merchant_id", "device_id"]
 
 json_scalars = (
     st.none()
@@ -76,17 +77,23 @@ def test_one_corrupted_field_is_accepted_only_if_valid(field: str, value: object
         assert result.amount > 0
         assert result.currency in ISO_4217
         assert result.event_time.tzinfo is not None
-        assert not re.fullmatch(r"\d{13,19}", result.card_token)
+        for name in ID_FIELDS:
+            assert not re.fullmatch(r"\d{13,19}", getattr(result, name) or "")
     else:
         assert {e.loc.split(".")[0] for e in result.errors} <= {field, "$"}
 
 
-@given(st.text(alphabet="0123456789", min_size=13, max_size=19), st.sampled_from(["", " ", "-"]))
-def test_any_pan_like_card_token_is_refused(digits: str, sep: str) -> None:
+@given(
+    st.text(alphabet="0123456789", min_size=13, max_size=19),
+    st.sampled_from(["", " ", "-"]),
+    st.sampled_from(ID_FIELDS),
+)
+def test_any_pan_like_identifier_is_refused(digits: str, sep: str, field: str) -> None:
     card = sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
-    result = decode(Transaction, orjson.dumps(transaction_json(card_token=card)), LIMIT)
+    result = decode(Transaction, orjson.dumps(transaction_json(**{field: card})), LIMIT)
     assert isinstance(result, Rejection)
     assert result.reason is DeadLetterReason.PAN_DETECTED
+    assert digits not in result.detail
 
 
 @given(st.floats(min_value=0.01, max_value=1e9, allow_nan=False), st.sampled_from(sorted(ISO_4217)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fraudstream.contracts.codec import (
     ReasonFields,
     Rejection,
-    dead_letter,
+    check_event_time,
     decode,
     decode_batch,
     decode_transactions,
@@ -14,6 +14,7 @@ from fraudstream.contracts.codec import (
     encode_decision,
     reason_fields,
 )
+from fraudstream.contracts.dead_letters import dead_letter, mask_pan_bytes
 from fraudstream.contracts.messages import (
     Action,
     Channel,
@@ -69,6 +70,7 @@ __all__ = [
     "ReviewCase",
     "Transaction",
     "Verdict",
+    "check_event_time",
     "dead_letter",
     "decode",
     "decode_batch",
@@ -76,5 +78,6 @@ __all__ = [
     "encode",
     "encode_batch",
     "encode_decision",
+    "mask_pan_bytes",
     "reason_fields",
 ]

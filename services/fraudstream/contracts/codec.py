@@ -1,34 +1,31 @@
 """Fast JSON encoding and decoding of contract messages, in batches.
 
 Decoding never raises for bad input: a batch splits into accepted messages and
-`Rejection`s, and `dead_letter` turns a rejection plus the original record into the
-`DeadLetter` message that goes to `transactions.dlq`.
+`Rejection`s; `dead_letters.dead_letter` turns a rejection plus the original record into
+the `DeadLetter` message that goes to `transactions.dlq`.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from fraudstream.contracts.fields import mask_pans
 from fraudstream.contracts.messages import (
     Action,
-    DeadLetter,
     DeadLetterReason,
     DecisionPath,
     FieldError,
-    Header,
     Reason,
     Transaction,
 )
 
 M = TypeVar("M", bound=BaseModel)
+DEFAULT_MAX_FUTURE_S = 86_400.0  # event times more than a day ahead of the broker are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +119,63 @@ def decode_batch(
 
 
 def decode_transactions(
-    values: Sequence[bytes | None], max_bytes: int
+    values: Sequence[bytes | None],
+    max_bytes: int,
+    *,
+    timestamps_ms: Sequence[int | None] | None = None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+    max_past_s: float | None = None,
 ) -> tuple[list[tuple[int, Transaction]], list[tuple[int, Rejection]]]:
-    """`decode_batch` for the input topic."""
-    return decode_batch(Transaction, values, max_bytes)
+    """`decode_batch` for the input topic, plus an event-time sanity check.
+
+    With `timestamps_ms` (the records' broker timestamps, one per value), an accepted
+    transaction whose `event_time` is more than `max_future_s` after its record's timestamp,
+    or more than `max_past_s` before it (when given), is refused as `event_time_out_of_range`.
+    A None or negative timestamp (Kafka's "not available") skips the check.
+    """
+    oks, errs = decode_batch(Transaction, values, max_bytes)
+    if timestamps_ms is None:
+        return oks, errs
+    if len(timestamps_ms) != len(values):
+        raise ValueError(f"{len(timestamps_ms)} timestamps for {len(values)} values")
+    kept: list[tuple[int, Transaction]] = []
+    for index, tx in oks:
+        rejection = check_event_time(
+            tx.event_time, timestamps_ms[index], max_future_s=max_future_s, max_past_s=max_past_s
+        )
+        if rejection is None:
+            kept.append((index, tx))
+        else:
+            errs.append((index, rejection))
+    errs.sort(key=lambda err: err[0])
+    return kept, errs
+
+
+def check_event_time(
+    event_time: datetime,
+    timestamp_ms: int | None,
+    *,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+    max_past_s: float | None = None,
+) -> Rejection | None:
+    """Why `event_time` is implausible for a record stamped `timestamp_ms`, or None if fine."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    lead_s = event_time.timestamp() - timestamp_ms / 1000
+    if lead_s > max_future_s:
+        where, limit = "after", max_future_s
+    elif max_past_s is not None and -lead_s > max_past_s:
+        where, limit = "before", max_past_s
+    else:
+        return None
+    stamped = datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat()
+    msg = (
+        f"{event_time.isoformat()} is {abs(lead_s) / 3600:.1f} h {where} the record's broker "
+        f"timestamp {stamped}; the limit is {limit / 3600:g} h (check the producer's clock "
+        "and time zone)"
+    )
+    error = FieldError(loc="event_time", type="event_time_out_of_range", msg=msg)
+    return Rejection(DeadLetterReason.EVENT_TIME_OUT_OF_RANGE, f"event_time {msg}", (error,))
 
 
 def _classify(model: type[BaseModel], exc: ValidationError) -> Rejection:
@@ -144,7 +194,8 @@ def _classify(model: type[BaseModel], exc: ValidationError) -> Rejection:
         detail = "record is not a JSON object: " + errors[0].msg
     elif "pan_detected" in types:
         reason = DeadLetterReason.PAN_DETECTED
-        detail = "a card field holds a raw card number; send a token, never the PAN"
+        fields = ", ".join(sorted({e.loc for e in errors if e.type == "pan_detected"}))
+        detail = f"{fields}: looks like a raw card number; send a token, never the PAN"
     elif any(e.loc == "schema_version" and e.type == "literal_error" for e in errors):
         reason = DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION
         detail = f"{model.__name__} supports schema_version 1 only"
@@ -154,52 +205,3 @@ def _classify(model: type[BaseModel], exc: ValidationError) -> Rejection:
         more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
         detail = f"{len(errors)} invalid field(s) in {model.__name__}: {first}{more}"
     return Rejection(reason, detail[:2048], errors)
-
-
-def _b64(data: bytes | None) -> tuple[str | None, bool]:
-    if data is None:
-        return None, False
-    masked, found = mask_pans(data)
-    return base64.b64encode(masked).decode("ascii"), found
-
-
-def dead_letter(
-    rejection: Rejection,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    timestamp_ms: int | None,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]] | None,
-    service: str,
-    now: datetime,
-) -> DeadLetter:
-    """The DLQ record for a rejected input: reason, position and the original bytes.
-
-    PAN-like digit runs in the key, value and headers are masked before they are kept.
-    """
-    key_b64, key_masked = _b64(key)
-    value_b64, value_masked = _b64(value)
-    kept_headers = []
-    headers_masked = False
-    for name, header_value in (headers or ())[:64]:
-        encoded, masked = _b64(header_value)
-        headers_masked |= masked
-        kept_headers.append(Header(key=name[:256], value_b64=encoded))
-    return DeadLetter(
-        reason=rejection.reason,
-        detail=rejection.detail,
-        errors=list(rejection.errors),
-        source_topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp_ms=timestamp_ms,
-        key_b64=key_b64,
-        value_b64=value_b64,
-        value_redacted=key_masked or value_masked or headers_masked,
-        headers=kept_headers,
-        service=service,
-        failed_at=now,
-    )

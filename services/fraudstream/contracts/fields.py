@@ -55,8 +55,8 @@ def _not_pan(value: object) -> object:
     if isinstance(value, str) and looks_like_pan(value):
         raise PydanticCustomError(
             "pan_detected",
-            "looks like a raw card number (13-19 digits); send the card's network or vault "
-            "token instead, never the PAN",
+            "looks like a raw card number (13-19 digits); send a token or an opaque id "
+            "instead, never the PAN",
         )
     return value
 
@@ -84,7 +84,10 @@ Identifier = Annotated[
     Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"),
 ]
 # The PAN check runs first so "4111 1111 1111 1111" is reported as a PAN, not a bad pattern.
-CardToken = Annotated[Identifier, BeforeValidator(_not_pan)]
+# Every identifier a producer sends on a payment is checked: a PAN pasted into any id field
+# would otherwise be stored and keyed on downstream.
+PanFreeIdentifier = Annotated[Identifier, BeforeValidator(_not_pan)]
+CardToken = PanFreeIdentifier
 CardBin = Annotated[str, Field(pattern=r"^[0-9]{6,8}$", description="issuer BIN")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$"), AfterValidator(_known_currency)]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]

@@ -23,6 +23,7 @@ from fraudstream.contracts.fields import (
     Identifier,
     IpAddress,
     Mcc,
+    PanFreeIdentifier,
     Probability,
     ReasonCode,
     ShortText,
@@ -44,15 +45,18 @@ class Channel(StrEnum):
 
 
 class Transaction(Contract):
-    """A card payment to score; key on the `transactions` topic is `card_token`."""
+    """A card payment to score; key on the `transactions` topic is `card_token`.
+
+    No identifier may look like a raw card number (refused as `pan_detected`); `ip` is
+    held to IPv4/IPv6 syntax, which no PAN satisfies."""
 
     schema_version: Literal[1] = 1
-    transaction_id: Identifier
+    transaction_id: PanFreeIdentifier
     event_time: AwareDatetime = Field(description="When the payment happened, with time zone.")
     card_token: CardToken = Field(description="Network or vault token, never a raw PAN.")
     card_bin: CardBin | None = Field(default=None, description="Issuer BIN (6-8 digits).")
-    customer_id: Identifier
-    merchant_id: Identifier
+    customer_id: PanFreeIdentifier
+    merchant_id: PanFreeIdentifier
     mcc: Mcc
     amount: Amount = Field(description="In major units of `currency`, > 0.")
     currency: Currency
@@ -61,7 +65,7 @@ class Transaction(Contract):
     country: CountryCode
     latitude: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
     longitude: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
-    device_id: Identifier | None = None
+    device_id: PanFreeIdentifier | None = None
     ip: IpAddress | None = None
     features: Annotated[dict[FeatureName, FiniteFloat], Field(max_length=MAX_FEATURES)] | None = (
         Field(default=None, description="Producer-computed numeric attributes models may use.")
@@ -235,6 +239,7 @@ class DeadLetterReason(StrEnum):
     OVERSIZE = "oversize"
     EMPTY = "empty"
     DUPLICATE_ID = "duplicate_id"
+    EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
     PROCESSING_ERROR = "processing_error"
 
 
@@ -252,7 +257,8 @@ class Header(Contract):
 
 
 class DeadLetter(Contract):
-    """A record we could not process, kept with its original bytes (PANs masked)."""
+    """A record we could not process, kept with its original bytes (PANs masked), cut to
+    the dead-letter topic's size limit when they would not fit (flagged `*_truncated`)."""
 
     schema_version: Literal[1] = 1
     reason: DeadLetterReason
@@ -265,8 +271,21 @@ class DeadLetter(Contract):
     key_b64: str | None = None
     value_b64: str | None = None
     value_redacted: bool = Field(
-        default=False, description="True when PAN-like digit runs were masked in key/value."
+        default=False,
+        description="True when PAN-like digit runs were masked in the key, value or headers.",
+    )
+    value_truncated: bool = Field(
+        default=False, description="True when value_b64 holds only the value's first bytes."
+    )
+    original_size_bytes: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Size of the original value in bytes (None: no value)."
+    )
+    key_truncated: bool = Field(
+        default=False, description="True when key_b64 holds only the key's first bytes."
     )
     headers: Annotated[list[Header], Field(max_length=64)] = Field(default_factory=list)
+    headers_truncated: bool = Field(
+        default=False, description="True when headers were dropped (over 64, or to fit)."
+    )
     service: Identifier
     failed_at: AwareDatetime

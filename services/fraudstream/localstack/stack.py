@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from fraudstream.errors import InfrastructureUnavailable, LocalStackError
 from fraudstream.localstack import kafka, processes
 from fraudstream.localstack import redis_server as local_redis
-from fraudstream.settings import CommonSettings
+from fraudstream.settings import CommonSettings, mask_url
 
 Say = Callable[[str], None]
 
@@ -52,6 +52,11 @@ class Endpoints:
 
     kafka_bootstrap: str
     redis_url: str
+
+    def __repr__(self) -> str:
+        """With the Redis password masked (`mask_url`)."""
+        redis_url = mask_url(self.redis_url)
+        return f"Endpoints(kafka_bootstrap={self.kafka_bootstrap!r}, redis_url={redis_url!r})"
 
 
 @dataclass(frozen=True)
