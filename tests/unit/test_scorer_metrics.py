@@ -134,11 +134,14 @@ def test_gauges_and_counters(registry: CollectorRegistry, metrics: ScorerMetrics
     metrics.count_redis_error("update")
     metrics.count_rule_reload_error()
     metrics.mark_progress(1_700_000_000.5)
-    metrics.count_state_fenced()
-    metrics.count_state_gap(250)
-    metrics.count_state_gap(3)
-    assert value(registry, "fraud_state_fenced_batches_total") == 1
-    assert value(registry, "fraud_state_gap_offsets_total") == 253
+    metrics.count_state_refused(1)
+    metrics.count_state_replayed(250)
+    metrics.count_state_replayed(3)
+    metrics.set_state_sync(1200, 2)
+    assert value(registry, "fraud_state_refused_saves_total") == 1
+    assert value(registry, "fraud_state_replayed_offsets_total") == 253
+    assert value(registry, "fraud_state_catch_up_remaining_offsets") == 1200
+    assert value(registry, "fraud_state_unsynced_partitions") == 2
     assert value(registry, "fraud_consumer_lag_records") == 1234
     assert value(registry, "fraud_assigned_partitions") == 6
     assert value(registry, "fraud_degraded", dependency="redis") == 1
@@ -165,13 +168,16 @@ EXPECTED_FAMILIES = {
     "fraud_degraded",
     "fraud_model_info",
     "fraud_model_swaps",
+    "fraud_model_load_errors",
     "fraud_rule_pack_info",
     "fraud_rule_reload_errors",
     "fraud_shadow_score_delta",
     "fraud_kafka_transactions",
     "fraud_redis_errors",
-    "fraud_state_fenced_batches",
-    "fraud_state_gap_offsets",
+    "fraud_state_refused_saves",
+    "fraud_state_replayed_offsets",
+    "fraud_state_catch_up_remaining_offsets",
+    "fraud_state_unsynced_partitions",
     "fraud_circuit_state",
     "fraud_last_progress_timestamp_seconds",
 }
@@ -227,6 +233,14 @@ def test_model_swap_leaves_no_zero_valued_stale_series(
     text = generate_latest(registry).decode()
     assert 'version="v1"' not in text
     assert 'role="canary"' not in text
+
+
+def test_model_load_errors_are_counted(registry: CollectorRegistry, metrics: ScorerMetrics) -> None:
+    assert value(registry, "fraud_model_load_errors_total") == 0
+    metrics.count_model_load_error()
+    metrics.count_model_load_error(2)  # e.g. failures of the initial load, counted at wiring
+    metrics.count_model_load_error(0)
+    assert value(registry, "fraud_model_load_errors_total") == 3
 
 
 def test_rule_pack_info_keeps_only_the_loaded_version(

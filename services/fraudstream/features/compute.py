@@ -12,10 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fraudstream.contracts import Channel, Transaction
-from fraudstream.features.state import DAY, HOUR, LAYOUTS, NAN, Entity, Layout, Slots, stable_hash
+from fraudstream.features.state import (
+    DAY,
+    HOUR,
+    LABEL_WINDOW_S,
+    LAYOUTS,
+    NAN,
+    Entity,
+    Layout,
+    Slots,
+    stable_hash,
+)
 
 EARTH_RADIUS_KM = 6371.0
-LABEL_WINDOW_S = 30 * DAY
 MAX_GAP_S = 30 * DAY  # "time since last" is capped here (and used when there is no history)
 # MCCs with high fraud exposure: electronics, jewellery, money transfer, ATM, gambling, ...
 HIGH_RISK_MCC = frozenset({"4829", "5732", "5944", "5967", "6011", "6051", "7995"})
@@ -117,6 +126,14 @@ def remember(state: list[float], offset: int, size: int, key: float, ts: float) 
     state[oldest] = key
     state[oldest + 1] = ts
     return True
+
+
+def seen_recently(state: list[float], slots: Slots, key: float) -> bool:
+    """Whether `key` is in a recency set (without recording it)."""
+    for pos in range(slots.offset, slots.offset + slots.width, 2):
+        if state[pos + 1] > 0.0 and state[pos] == key:
+            return True
+    return False
 
 
 def distinct_since(state: list[float], slots: Slots, since: float) -> float:

@@ -17,9 +17,11 @@ from fraudstream.contracts import Label, Transaction, Verdict
 from fraudstream.features import compute
 from fraudstream.features.compute import Event
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
-from fraudstream.features.state import LAYOUTS, Entity
+from fraudstream.features.state import LAYOUTS, Entity, Layout, combine
 
 StateKey = tuple[Entity, str]
+PartKey = tuple[Entity, str, int]  # an entity's part written by one input partition
+_EntityMaths = Callable[[list[float], Event], list[float]]
 
 
 class StateCache(dict[StateKey, list[float]]):
@@ -29,6 +31,20 @@ class StateCache(dict[StateKey, list[float]]):
         state = LAYOUTS[key[0]].empty()
         self[key] = state
         return state
+
+
+class PartStates(dict[StateKey, dict[int, list[float]]]):
+    """Entity states split by input partition: key -> partition -> that partition's part."""
+
+    def own(self, key: StateKey, partition: int) -> list[float]:
+        """The part `partition` writes (empty when it has none yet)."""
+        parts = self.get(key)
+        if parts is None:
+            parts = self[key] = {}
+        part = parts.get(partition)
+        if part is None:
+            part = parts[partition] = LAYOUTS[key[0]].empty()
+        return part
 
 
 def state_keys(ev: Event) -> list[StateKey]:
@@ -84,6 +100,81 @@ class FeaturePipeline:
         if not rows:
             return np.empty((0, len(self.spec.names)), dtype=np.float32)
         return np.array(rows, dtype=np.float32)
+
+    def transform_parts(
+        self,
+        events: Sequence[Event],
+        partitions: Sequence[int],
+        states: PartStates,
+        transaction_ids: Sequence[float] | None = None,
+    ) -> tuple[np.ndarray, list[bool]]:
+        """Like `transform`, with states split by input partition: each event reads the
+        combination of its entities' parts and updates only its own partition's part
+        (the same maths on the part alone, so a part is a function of its partition's log).
+
+        With `transaction_ids` (`id_hash`es), an event whose id is among its card part's
+        latest ones is a duplicate: it changes nothing and gets no row. Returns the rows
+        of the admitted events and, per event, whether it was admitted."""
+        rows: list[list[float]] = []
+        admitted: list[bool] = []
+        pick, producer = self._pick, self._producer
+        seen = _CARD.slot("transactions")
+        for i, ev in enumerate(events):
+            partition = partitions[i]
+            card = states.own((Entity.CARD, ev.card), partition)
+            txid = transaction_ids[i] if transaction_ids is not None else None
+            if txid is not None and compute.seen_recently(card, seen, txid):
+                admitted.append(False)
+                continue
+            row = [
+                *compute.event_features(ev),
+                *_on_parts(compute.card_features, states, (Entity.CARD, ev.card), partition, ev),
+                *_on_parts(compute.merchant_features, states, (Entity.MERCHANT, ev.merchant),
+                           partition, ev),
+                *(_on_parts(_DEVICE, states, (Entity.DEVICE, ev.device), partition, ev)
+                  if ev.device is not None else _NO_DEVICE),
+                *(_on_parts(_IP, states, (Entity.IP, ev.ip), partition, ev)
+                  if ev.ip is not None else _NO_IP),
+            ]  # fmt: skip
+            if txid is not None:
+                compute.remember(card, seen.offset, seen.size, txid, ev.ts)
+            if pick is not None:
+                row = pick(row)
+            for name, default in producer:
+                supplied = ev.producer.get(name) if ev.producer else None
+                row.append(default if supplied is None else supplied)
+            rows.append(row)
+            admitted.append(True)
+        if not rows:
+            return np.empty((0, len(self.spec.names)), dtype=np.float32), admitted
+        return np.array(rows, dtype=np.float32), admitted
+
+
+_CARD: Layout = LAYOUTS[Entity.CARD]
+_NO_DEVICE = compute.shared_entity_features(Entity.DEVICE, None, None)  # type: ignore[arg-type]
+_NO_IP = compute.shared_entity_features(Entity.IP, None, None)  # type: ignore[arg-type]
+
+
+def _DEVICE(state: list[float], ev: Event) -> list[float]:
+    return compute.shared_entity_features(Entity.DEVICE, state, ev)
+
+
+def _IP(state: list[float], ev: Event) -> list[float]:
+    return compute.shared_entity_features(Entity.IP, state, ev)
+
+
+def _on_parts(
+    maths: _EntityMaths, states: PartStates, key: StateKey, partition: int, ev: Event
+) -> list[float]:
+    """The entity's features from all its parts; only `partition`'s part is updated."""
+    own = states.own(key, partition)
+    parts = states[key]
+    if len(parts) == 1:
+        return maths(own, ev)
+    view = combine(LAYOUTS[key[0]], list(parts.values()))
+    values = maths(view, ev)
+    maths(own, ev)
+    return values
 
 
 def apply_label(label: Label, states: StateCache) -> None:

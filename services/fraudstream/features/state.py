@@ -8,10 +8,17 @@ Windowed counts and sums are exponentially decayed aggregates: on each update th
 value is multiplied by exp(-dt / window) before the new event is added. This is the
 standard O(1)-state approximation of a sliding window (an event `window` seconds old
 weighs 1/e); exact windows would need every event kept per entity.
+
+Serving splits an entity's state by input partition (`combine` merges the parts for
+reading): each part is then a pure function of one partition's log, so it can be
+rebuilt by replaying that partition alone, and instances owning different partitions
+never write the same bytes. A stored part carries the layout version it was written
+with (`LAYOUT_VERSION`); a change of layout rebuilds instead of misreading.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 import zlib
@@ -93,7 +100,8 @@ LAYOUTS: dict[Entity, Layout] = {
         windows=(10 * MINUTE, HOUR, DAY, 7 * DAY, 30 * DAY),
         ttl_s=60 * DAY,
         extra=("loc_ts", "loc_lat", "loc_lon"),
-        slots=(("merchants", 8), ("countries", 4), ("devices", 4)),
+        # "transactions": hashes of the card's latest transaction ids (duplicate check).
+        slots=(("merchants", 8), ("countries", 4), ("devices", 4), ("transactions", 8)),
     ),
     Entity.MERCHANT: Layout(
         Entity.MERCHANT,
@@ -127,3 +135,103 @@ def decode_state(entity: Entity, data: bytes | None) -> list[float]:
 def stable_hash(value: str) -> float:
     """A process-independent 32-bit hash, exact in a float64 (Python's hash() is salted)."""
     return float(zlib.crc32(value.encode()))
+
+
+def id_hash(value: str) -> float:
+    """A 52-bit hash, exact in a float64: for ids compared for equality (duplicates), where
+    32 bits would collide once in a few billion pairs."""
+    return float(int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest()) >> 12)
+
+
+# Version of the layouts above: bump it whenever a layout changes. Stored parts and the
+# per-partition checkpoints carry it; a mismatch makes the scorer rebuild from the log.
+LAYOUT_VERSION = 2
+_PART_HEAD = struct.Struct("<BIq")  # layout version, partition epoch, last applied offset
+
+
+@dataclass(frozen=True, slots=True)
+class PartHeader:
+    """Who wrote a stored part: the layout version, the partition's epoch (a rebuild starts
+    a new one, so leftovers of an older epoch read as empty) and the last input offset
+    folded into it."""
+
+    version: int
+    epoch: int
+    offset: int
+
+
+def encode_part(state: list[float], epoch: int, offset: int) -> bytes:
+    """A partition's part of an entity's state, as stored: header, then the vector."""
+    return _PART_HEAD.pack(LAYOUT_VERSION, epoch, offset) + encode_state(state)
+
+
+def part_header(data: bytes) -> PartHeader | None:
+    """The header of a stored part (None if it is too short to have one)."""
+    if len(data) < _PART_HEAD.size:
+        return None
+    return PartHeader(*_PART_HEAD.unpack_from(data))
+
+
+def decode_part(entity: Entity, data: bytes) -> list[float] | None:
+    """The vector of a stored part; None if it has another layout (version or width)."""
+    layout = LAYOUTS[entity]
+    if len(data) != _PART_HEAD.size + 8 * layout.width or data[0] != LAYOUT_VERSION:
+        return None
+    return list(_CODECS[layout.width].unpack_from(data, _PART_HEAD.size))
+
+
+def combine(layout: Layout, parts: list[list[float]]) -> list[float]:
+    """One state from the parts of several partitions, as if one had seen all their events:
+    decayed windows summed at the latest part's time, the latest location and labels, and
+    the most recent keys of each recency set. A single part is returned as a copy, bit for
+    bit, so one partition reads exactly what a single-state replay computes."""
+    live = [p for p in parts if not math.isnan(p[0])]
+    if len(live) <= 1:
+        return list(live[0] if live else parts[0])
+    latest = max(p[0] for p in live)
+    live = [p for p in live if latest - p[0] <= layout.ttl_s]  # expired parts count as empty
+    out = layout.empty()
+    out[0] = latest
+    n = len(layout.windows)
+    for part in live:
+        gap = latest - part[0]
+        for i, window in enumerate(layout.windows, start=1):
+            factor = math.exp(-gap / window)
+            out[i] += part[i] * factor
+            out[n + i] += part[n + i] * factor
+    _combine_extra(layout, live, out)
+    for name, size in layout.slots:
+        slots = layout.slot(name)
+        seen: dict[float, float] = {}
+        for part in live:
+            for pos in range(slots.offset, slots.offset + slots.width, 2):
+                if part[pos + 1] > 0.0:
+                    seen[part[pos]] = max(seen.get(part[pos], 0.0), part[pos + 1])
+        recent = sorted(seen.items(), key=lambda kv: kv[1], reverse=True)[:size]
+        for j, (key, when) in enumerate(recent):
+            out[slots.offset + 2 * j], out[slots.offset + 2 * j + 1] = key, when
+    return out
+
+
+def _combine_extra(layout: Layout, parts: list[list[float]], out: list[float]) -> None:
+    """Named scalars: the location of the latest located part; labels summed, decayed to
+    the latest label time (the same 30-day window as the label maths)."""
+    if "loc_ts" in layout.extra:
+        at = [layout.index(n) for n in ("loc_ts", "loc_lat", "loc_lon")]
+        located = [p for p in parts if not math.isnan(p[at[0]])]
+        if located:
+            best = max(located, key=lambda p: p[at[0]])
+            for i in at:
+                out[i] = best[i]
+    if "label_ts" in layout.extra:
+        ts_at, count_at = layout.index("label_ts"), layout.index("fraud_labels_30d")
+        labelled = [p for p in parts if not math.isnan(p[ts_at])]
+        if labelled:
+            latest = max(p[ts_at] for p in labelled)
+            out[ts_at] = latest
+            out[count_at] = sum(
+                p[count_at] * math.exp(-(latest - p[ts_at]) / LABEL_WINDOW_S) for p in labelled
+            )
+
+
+LABEL_WINDOW_S = 30 * DAY  # merchant fraud labels decay over 30 days

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,25 +33,20 @@ from fraudstream.contracts import (
 )
 from fraudstream.errors import InfrastructureUnavailable
 from fraudstream.features.compute import Event
-from fraudstream.features.pipeline import StateCache, state_keys
+from fraudstream.features.pipeline import PartKey, PartStates, StateCache, state_keys
+from fraudstream.features.state import id_hash
 from fraudstream.rules.context import ListHits, RuleBatch
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.decide import DecisionPolicy, Verdict
 from fraudstream.scoring.models import ModelSet
 from fraudstream.scoring.routing import BatchScores, route_and_decide
-from fraudstream.scoring.state import (
-    DECISIONS,
-    DLQ,
-    REVIEW,
-    Loaded,
-    Memo,
-    Partition,
-    ScorerState,
-)
+from fraudstream.scoring.state import Checkpoint, Loaded, PartWrite, ScorerState
 
 _log = logging.getLogger(__name__)
 Output = tuple[str, bytes | None, bytes]  # (topic role, key, value)
+Partition = tuple[str, int]  # (topic, partition)
+DECISIONS, REVIEW, DLQ = "decisions", "review", "dlq"  # topic roles of the outputs
 _REVIEW = Action.REVIEW
 _CONTRIBUTION_DETAIL = "LightGBM log-odds path contribution"
 
@@ -71,11 +66,11 @@ class InputRecord:
 
 @dataclass(frozen=True)
 class PendingSave:
-    """What a scored batch writes to Redis: entity states, memos, last offsets."""
+    """What a scored batch writes to Redis after its commit: the entity parts it changed
+    (with the last offset folded into each) and its partitions' checkpoint moves."""
 
-    states: StateCache
-    memos: dict[str, Memo]
-    last_offsets: dict[Partition, int]
+    parts: dict[PartKey, tuple[list[float], int]]
+    moves: dict[int, PartWrite]
 
 
 @dataclass
@@ -85,11 +80,12 @@ class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     dlq_reasons: list[str] = field(default_factory=list)
-    replayed: int = 0
-    degraded: bool = False  # entity state unavailable (not saved either)
+    degraded: bool = False  # some events were scored without their entity state
+    degraded_partitions: set[int] = field(default_factory=set)  # their updates come by replay
+    lost: set[int] = field(default_factory=set)  # Redis no longer had the expected state
+    unsaved: set[int] = field(default_factory=set)  # partitions whose save failed or was refused
     lists_unavailable: bool = False  # block/allow lists not checked (state still saved)
     shadow: list[tuple[float, float]] = field(default_factory=list)  # (champion, shadow)
-    state_gaps: dict[Partition, int] = field(default_factory=dict)  # offsets Redis lost
     stage_seconds: dict[str, float] = field(default_factory=dict)
     committed_at: float | None = None  # wall clock when its Kafka transaction committed
     pending_save: PendingSave | None = None  # see BatchScorer.save
@@ -109,121 +105,155 @@ class BatchScorer:
     clock: Callable[[], float] = time.time
 
     def process(
-        self, records: Sequence[InputRecord], unsaved: PendingSave | None = None
+        self,
+        records: Sequence[InputRecord],
+        synced: Mapping[int, Checkpoint] | None = None,
+        unsaved: PendingSave | None = None,
     ) -> BatchResult:
         """Score one batch; its state writes are left in `result.pending_save` for `save`.
 
-        `unsaved` is the previous batch's pending save when it may not have reached Redis
-        yet: its states and memos stand in for what Redis returns. Redis failures degrade
-        the batch; `StateFenced` (another instance owns one of its partitions) propagates:
-        the batch must then be dropped, not committed."""
+        `synced` maps the partitions whose Redis state this instance can build on to the
+        checkpoint their next save expects; events of other partitions (and all of them when
+        Redis fails) are scored degraded, on event-only features, and their state updates
+        are left to a replay of the log. `unsaved` is the previous batch's pending save,
+        whose parts stand in for what Redis returns (they may not have landed yet)."""
         result = BatchResult()
         outputs: list[Output | None] = [None] * len(records)
         mark = time.perf_counter()
         oks, errs = decode_transactions([r.value for r in records], self.max_message_bytes)
-        oks = self._first_of_each_id(records, oks, errs)
         for index, rejection in errs:
             outputs[index] = self._dead_letter(records[index], rejection)
             result.dlq_reasons.append(rejection.reason.value)
         mark = _lap(result, "validate", mark)
-        events = [Event.from_transaction(tx) for _, tx in oks]
-        loaded = self._load_state(records, oks, events, result)
-        if unsaved is not None and not result.degraded:
-            _overlay(loaded, unsaved)
-        fresh: list[tuple[int, Transaction]] = []
-        fresh_events: list[Event] = []
-        for (index, tx), event in zip(oks, events, strict=True):
-            memo = loaded.memos.get(tx.transaction_id)
-            record = records[index]
-            if memo is None:
-                fresh.append((index, tx))
-                fresh_events.append(event)
-            elif (memo.partition, memo.offset) == (record.partition, record.offset):
-                result.replayed += 1  # a reprocessed batch: same outputs, nothing recounted
-                outputs[index] = memo.outputs[0]
-                result.outputs.extend(memo.outputs[1:])
-            else:
-                rejection = Rejection(
-                    DeadLetterReason.DUPLICATE_ID,
-                    f"transaction_id already decided (input offset {memo.offset})",
-                )
-                outputs[index] = self._dead_letter(record, rejection)
-                result.dlq_reasons.append(DeadLetterReason.DUPLICATE_ID.value)
+        synced = dict(synced or {})
+        full = [(i, tx) for i, tx in oks if records[i].partition in synced]
+        loaded = self._load_state(full, synced, unsaved, result) if full else None
+        if loaded is None:
+            synced = {}
+        full = [(i, tx) for i, tx in full if records[i].partition in synced]
+        rest = [(i, tx) for i, tx in oks if records[i].partition not in synced]
         mark = _lap(result, "state", mark)
-        new_memos = self._score(
-            records, fresh=fresh, events=fresh_events, states=loaded.states, outputs=outputs,
-            result=result, mark=mark,
-        )  # fmt: skip
-        if self.state is not None and not result.degraded:
-            result.pending_save = PendingSave(
-                loaded.states, new_memos, partition_offsets(records, max)
-            )
+        if loaded is not None:
+            if unsaved is not None:
+                _overlay(loaded.states, unsaved)
+            result.pending_save = self._score_full(records, full, synced, loaded, outputs, result)
+        if rest:
+            self._score_degraded(records, rest, outputs, result)
+        _lap(result, "decide", mark)
         result.outputs[:0] = [o for o in outputs if o is not None]
         return result
 
     def save(self, result: BatchResult) -> None:
-        """Write the batch's states and memos (one script); it must precede the batch's
-        commit. Redis failures degrade the batch (its updates are lost, the gap is
-        detectable); `StateFenced` propagates (drop the batch, do not commit it)."""
+        """Write the batch's parts and move its checkpoints, after its commit. A failed or
+        refused partition is recorded in `result.unsaved`: its updates are replayed later."""
         job = result.pending_save
-        if job is None or self.state is None:
+        if job is None or self.state is None or not job.moves:
             return
         mark = time.perf_counter()
         try:
-            self.state.save(job.states, job.memos, job.last_offsets)
+            refused = self.state.save(job.parts, job.moves)
         except InfrastructureUnavailable as exc:
-            _log.warning("state not saved, batch continues: %s", exc)
-            result.degraded = True
+            _log.warning("state of partitions %s not saved (replayed later): %s",
+                         sorted(job.moves), exc)  # fmt: skip
+            result.unsaved |= set(job.moves)
+        else:
+            if refused:
+                _log.warning(
+                    "state of partitions %s refused: Redis moved on without this instance "
+                    "(a rebuild, a new owner or lost data)", sorted(refused),
+                )  # fmt: skip
+            result.unsaved |= refused
         _lap(result, "save", mark)
 
-    def release(self, partitions: Sequence[Partition]) -> None:
-        """Partitions were assigned or revoked: their state fences are claimed anew."""
-        if self.state is not None:
-            self.state.release(partitions)
+    def _score_full(  # noqa: PLR0917 - one call site
+        self,
+        records: Sequence[InputRecord],
+        items: list[tuple[int, Transaction]],
+        synced: Mapping[int, Checkpoint],
+        loaded: Loaded,
+        outputs: list[Output | None],
+        result: BatchResult,
+    ) -> PendingSave:
+        """Features from the entity parts; duplicates (by the card's recent ids) are
+        dead-lettered and change nothing."""
+        models = self.models()
+        events = [Event.from_transaction(tx) for _, tx in items]
+        partitions = [records[i].partition for i, _ in items]
+        txids = [id_hash(tx.transaction_id) for _, tx in items]
+        states = loaded.states
+        rows, admitted = models.pipeline.transform_parts(events, partitions, states, txids)
+        parts: dict[PartKey, tuple[list[float], int]] = {}
+        kept: list[tuple[int, Transaction]] = []
+        for (index, tx), event, partition, ok in zip(items, events, partitions, admitted,
+                                                     strict=True):  # fmt: skip
+            if not ok:
+                rejection = Rejection(DeadLetterReason.DUPLICATE_ID,
+                                      "transaction_id already decided for this card")  # fmt: skip
+                outputs[index] = self._dead_letter(records[index], rejection)
+                result.dlq_reasons.append(DeadLetterReason.DUPLICATE_ID.value)
+                continue
+            kept.append((index, tx))
+            offset = records[index].offset
+            for entity, entity_id in state_keys(event):
+                parts[(entity, entity_id, partition)] = (
+                    states[(entity, entity_id)][partition], offset,
+                )  # fmt: skip
+        moves = {
+            partition: PartWrite(synced[partition], last + 1)
+            for (_topic, partition), last in partition_offsets(records, max).items()
+            if partition in synced
+        }
+        self._score(records, kept, rows, outputs, result, degraded=False)
+        return PendingSave(parts, moves)
+
+    def _score_degraded(
+        self,
+        records: Sequence[InputRecord],
+        items: list[tuple[int, Transaction]],
+        outputs: list[Output | None],
+        result: BatchResult,
+    ) -> None:
+        """Event-only features (no entity history); only in-batch duplicates are caught."""
+        items = self._first_of_each_id(records, items, outputs, result)
+        events = [Event.from_transaction(tx) for _, tx in items]
+        rows = self.models().pipeline.transform(events, StateCache())
+        result.degraded = True
+        result.degraded_partitions |= {records[i].partition for i, _ in items}
+        self._score(records, items, rows, outputs, result, degraded=True)
 
     def _score(
         self,
         records: Sequence[InputRecord],
-        *,
-        fresh: list[tuple[int, Transaction]],
-        events: list[Event],
-        states: StateCache,
+        items: list[tuple[int, Transaction]],
+        rows: np.ndarray,
         outputs: list[Output | None],
         result: BatchResult,
-        mark: float,
-    ) -> dict[str, Memo]:
-        if not fresh:
-            return {}
-        txs = [tx for _, tx in fresh]
+        *,
+        degraded: bool,
+    ) -> None:
+        if not items:
+            return
+        txs = [tx for _, tx in items]
         models = self.models()
-        rows = models.pipeline.transform(events, states)
-        mark = _lap(result, "features", mark)
-        hits = self._list_hits(txs, result)
+        hits = self._list_hits(txs, result, degraded=degraded)
         rule_outcomes = self.rules().evaluate(RuleBatch(txs, rows, models.pipeline.columns, hits))
-        mark = _lap(result, "rules", mark)
         amounts = np.array([tx.amount for tx in txs])
         verdicts, scores = route_and_decide(
             models, rows, [tx.card_token for tx in txs], rule_outcomes, amounts,
-            degraded=result.degraded or result.lists_unavailable, policy=self.policy,
+            degraded=degraded or result.lists_unavailable, policy=self.policy,
         )  # fmt: skip
-        mark = _lap(result, "model", mark)
-        memos: dict[str, Memo] = {}
         now = self.clock()
-        for row, ((index, tx), verdict) in enumerate(zip(fresh, verdicts, strict=True)):
-            record = records[index]
-            produced = self._outputs(record, tx, verdict, scores, row, now)
+        for row, ((index, tx), verdict) in enumerate(zip(items, verdicts, strict=True)):
+            produced = self._outputs(records[index], tx, verdict, scores, row, now)
             outputs[index] = produced[0]
             result.outputs.extend(produced[1:])
-            memos[tx.transaction_id] = Memo(record.partition, record.offset, tuple(produced))
-        result.verdicts = verdicts
+        result.verdicts += verdicts
         if scores.shadow_score is not None:
-            result.shadow = [
+            result.shadow += [
                 (score, shadow)
                 for score, shadow in zip(scores.score, scores.shadow_score, strict=True)
                 if score is not None
             ]
-        _lap(result, "decide", mark)
-        return memos
 
     def _outputs(  # noqa: PLR0917 - one call site
         self, record: InputRecord, tx: Transaction, verdict: Verdict, scores: BatchScores,
@@ -264,37 +294,45 @@ class BatchScorer:
 
     def _load_state(
         self,
-        records: Sequence[InputRecord],
-        oks: list[tuple[int, Transaction]],
-        events: list[Event],
+        items: list[tuple[int, Transaction]],
+        synced: dict[int, Checkpoint],
+        unsaved: PendingSave | None,
         result: BatchResult,
-    ) -> Loaded:
-        empty = Loaded(StateCache(), {}, {})
+    ) -> Loaded | None:
+        """The parts of the batch's entities; None when Redis failed (the batch degrades).
+        A synced partition whose checkpoint in Redis is not the one expected (Redis lost
+        data, a rebuild or another owner moved it) is dropped from `synced`."""
         if self.state is None:
-            result.degraded = True
-            return empty
-        keys = list(dict.fromkeys(k for event in events for k in state_keys(event)))
+            return None
+        keys = list(dict.fromkeys(
+            k for _, tx in items for k in state_keys(Event.from_transaction(tx))
+        ))  # fmt: skip
         try:
-            loaded = self.state.load(
-                keys, [tx.transaction_id for _, tx in oks], partition_offsets(records, min)
-            )
+            loaded = self.state.load(keys)
         except InfrastructureUnavailable as exc:
             _log.warning("degraded batch: %s", exc)
-            result.degraded = True
-            return empty
-        for partition, missing in loaded.gaps.items():
-            _log.error("Redis lacks the state of %d committed offsets before this batch on %s: "
-                       "features are missing those updates (README: lost Redis writes)",
-                       missing, partition)  # fmt: skip
-        result.state_gaps = loaded.gaps
+            return None
+        for partition, expected in list(synced.items()):
+            allowed = {expected.offset}
+            if unsaved is not None and partition in unsaved.moves:
+                allowed.add(unsaved.moves[partition].expected.offset)  # not landed yet
+            found = loaded.checkpoints.get(partition)
+            if found is None or found.epoch != expected.epoch or found.offset not in allowed:
+                _log.error("Redis state of partition %d is not where this instance left it "
+                           "(expected %s, found %s): catching up from the log",
+                           partition, expected, found)  # fmt: skip
+                del synced[partition]
+                result.lost.add(partition)
         return loaded
 
-    def _list_hits(self, txs: list[Transaction], result: BatchResult) -> ListHits:
+    def _list_hits(
+        self, txs: list[Transaction], result: BatchResult, *, degraded: bool
+    ) -> ListHits:
         """Block/allow list hits; without them the batch is decided on the degraded path."""
         if self.lists is None:
             return {}
         breaker = self.state.breaker if self.state is not None else None
-        if result.degraded or (breaker is not None and not breaker.allow()):
+        if degraded or (breaker is not None and not breaker.allow()):
             result.lists_unavailable = True
             return {}
         try:
@@ -309,18 +347,21 @@ class BatchScorer:
     def _first_of_each_id(
         self,
         records: Sequence[InputRecord],
-        oks: list[tuple[int, Transaction]],
-        errs: list[tuple[int, Rejection]],
+        items: list[tuple[int, Transaction]],
+        outputs: list[Output | None],
+        result: BatchResult,
     ) -> list[tuple[int, Transaction]]:
         seen: dict[str, int] = {}
         kept = []
-        for index, tx in oks:
+        for index, tx in items:
             if tx.transaction_id in seen:
-                errs.append((index, Rejection(
+                rejection = Rejection(
                     DeadLetterReason.DUPLICATE_ID,
                     f"transaction_id repeated in the same batch (first at offset "
                     f"{records[seen[tx.transaction_id]].offset})",
-                )))  # fmt: skip
+                )
+                outputs[index] = self._dead_letter(records[index], rejection)
+                result.dlq_reasons.append(DeadLetterReason.DUPLICATE_ID.value)
             else:
                 seen[tx.transaction_id] = index
                 kept.append((index, tx))
@@ -335,13 +376,14 @@ class BatchScorer:
         return (DLQ, record.key, encode(letter))
 
 
-def _overlay(loaded: Loaded, unsaved: PendingSave) -> None:
-    """Put the previous batch's unsaved states and memos over what Redis returned (they are
-    newer). States are copied: this batch updates them while the previous one is saved."""
-    for key in loaded.states.keys() & unsaved.states.keys():
-        loaded.states[key] = list(unsaved.states[key])
-    for tx_id, memo in unsaved.memos.items():
-        loaded.memos.setdefault(tx_id, memo)
+def _overlay(states: PartStates, unsaved: PendingSave) -> None:
+    """Put the previous batch's unsaved parts over what Redis returned (they are newer).
+    Parts are copied: this batch updates them while the previous one is saved."""
+    for (entity, entity_id, partition), (part, _offset) in unsaved.parts.items():
+        parts = states.get((entity, entity_id))
+        if parts is None:
+            parts = states[(entity, entity_id)] = {}
+        parts[partition] = list(part)
 
 
 def _contribution(feature: str, value: float) -> ReasonFields:

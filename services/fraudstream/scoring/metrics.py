@@ -155,6 +155,10 @@ class ScorerMetrics:
             "fraud_model_info", "1 per loaded model.", "model_name", "version", "role"
         )
         self.model_swaps = counter("fraud_model_swaps_total", "Changes of the loaded model set.")
+        self.model_load_errors = counter(
+            "fraud_model_load_errors_total",
+            "Failed registry reads and model loads; the last good set (or no model) serves.",
+        )
         self.rule_pack_info = gauge(
             "fraud_rule_pack_info", "1 for the loaded rule pack.", "version"
         )
@@ -167,13 +171,21 @@ class ScorerMetrics:
         )
         self._kafka_tx = {o: self.kafka_transactions.labels(o) for o in ("committed", "aborted")}
         self.redis_errors = counter("fraud_redis_errors_total", "Redis errors.", "operation")
-        self.state_fenced = counter(
-            "fraud_state_fenced_batches_total",
-            "Batches dropped because another instance had claimed one of their partitions.",
+        self.state_refused = counter(
+            "fraud_state_refused_saves_total",
+            "Partition saves refused or failed (Redis moved on or was away); replayed later.",
         )
-        self.state_gap = counter(
-            "fraud_state_gap_offsets_total",
-            "Committed input offsets whose feature-state updates Redis no longer has.",
+        self.state_replayed = counter(
+            "fraud_state_replayed_offsets_total",
+            "Input offsets folded into Redis by catch-up replays of the log.",
+        )
+        self.state_behind = gauge(
+            "fraud_state_catch_up_remaining_offsets",
+            "Input offsets background catch-ups (rebuilds) still have to fold.",
+        )
+        self.state_unsynced = gauge(
+            "fraud_state_unsynced_partitions",
+            "Assigned partitions scored degraded until their Redis state is caught up.",
         )
         self.last_progress = gauge(
             "fraud_last_progress_timestamp_seconds", "Unix time the loop last made progress."
@@ -240,6 +252,11 @@ class ScorerMetrics:
             self.model_swaps.inc()
         self._models = new
 
+    def count_model_load_error(self, n: int = 1) -> None:
+        """Count failed registry reads or model version loads (ModelWatcher.on_error)."""
+        if n:
+            self.model_load_errors.inc(n)
+
     def set_rule_pack(self, version: str) -> None:
         """Show `version` as the loaded rule pack, dropping the previous one."""
         if self._rule_pack is not None and self._rule_pack != version:
@@ -259,13 +276,18 @@ class ScorerMetrics:
         """Count a Redis error; `operation` must come from a small fixed set (read, update...)."""
         self.redis_errors.labels(operation).inc()
 
-    def count_state_fenced(self) -> None:
-        """Count a batch dropped because its state writes were fenced off."""
-        self.state_fenced.inc()
+    def count_state_refused(self, partitions: int) -> None:
+        """Count partition saves that Redis refused or that failed (replayed later)."""
+        self.state_refused.inc(partitions)
 
-    def count_state_gap(self, offsets: int) -> None:
-        """Count input offsets whose state updates were found missing in Redis."""
-        self.state_gap.inc(offsets)
+    def count_state_replayed(self, offsets: int) -> None:
+        """Count input offsets folded into Redis by a catch-up replay."""
+        self.state_replayed.inc(offsets)
+
+    def set_state_sync(self, remaining_offsets: int, unsynced_partitions: int) -> None:
+        """How far background catch-ups are from done, and how many partitions wait."""
+        self.state_behind.set(remaining_offsets)
+        self.state_unsynced.set(unsynced_partitions)
 
     def mark_progress(self, unix_seconds: float) -> None:
         """Record that the loop made progress at `unix_seconds` (wall clock)."""

@@ -7,11 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
+from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
 from fraudstream.registry import Registry
 from fraudstream.trainer import feature_spec_of
+from fraudstream.training.errors import ModelLoadError
 from fraudstream.training.explain import PathExplainer, load_booster
 from fraudstream.training.onnx_ensemble import OnnxEnsemble
+
+
+def trained_spec(registry: Registry, name: str, version: str) -> FeatureSpec:
+    """The feature pipeline spec a version was trained with, once its files pass their
+    manifest checksums (`ChecksumError`; `ModelLoadError` if the spec is unusable)."""
+    registry.checked_path(name, version)
+    doc = registry.show(name, version).feature_spec
+    try:
+        return feature_spec_of(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{name} {version}: feature_spec.json has no usable pipeline spec ({exc!r}); "
+            "serve versions registered by `fraudctl train`"
+        ) from exc
 
 
 def scoring_spec(model_spec: FeatureSpec | None) -> FeatureSpec:
@@ -42,7 +58,26 @@ class ServingModel:
     def load(
         cls, registry: Registry, name: str, version: str, scoring: FeatureSpec
     ) -> ServingModel:
+        """Load, checksum-check and warm up a version for rows of `scoring`.
+
+        Raises `RegistryError` (`ChecksumError` for corrupt files) or `ModelLoadError`;
+        whatever ONNX Runtime or LightGBM raise on a bad file becomes a `ModelLoadError`.
+        """
         ensemble = registry.load(name, version)
+        try:
+            return cls._build(name, version, ensemble, scoring)
+        except FraudStreamError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot serve {name} {version} from {ensemble.version_dir}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    @classmethod
+    def _build(
+        cls, name: str, version: str, ensemble: OnnxEnsemble, scoring: FeatureSpec
+    ) -> ServingModel:
         spec = feature_spec_of(ensemble.feature_spec)
         columns = np.array([scoring.names.index(n) for n in spec.names], dtype=np.intp)
         explainer = PathExplainer(

@@ -38,7 +38,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
+from fraudstream.scoring import faults
 from fraudstream.scoring.core import (
+    DECISIONS,
+    DLQ,
+    REVIEW,
     BatchResult,
     BatchScorer,
     InputRecord,
@@ -46,7 +50,7 @@ from fraudstream.scoring.core import (
     partition_offsets,
 )
 from fraudstream.scoring.settings import ScorerSettings
-from fraudstream.scoring.state import DECISIONS, DLQ, REVIEW, StateFenced
+from fraudstream.scoring.sync import Fold, Replayer, StateSync
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class _InFlight:
     records: Sequence[InputRecord]
     result: BatchResult
     commit: Future[None] = field(repr=False)
+    positions: list[TopicPartition] = field(default_factory=list)
 
 
 class ScorerLoop:
@@ -98,11 +103,14 @@ class ScorerLoop:
         self._in_flight: _InFlight | None = None
         self._rolled_back: list[InputRecord] = []  # to read again (set during a rebalance)
         self._failed: list[KafkaError] = []  # at least once: the batch's failed deliveries
+        self.sync: StateSync | None = None
+        self.on_progress: Callable[[object], None] | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until `stop` is set; commits what is in flight, then closes."""
         consumer = self._make_consumer()
         self._producer = self._make_producer()
+        self.sync = self._make_sync(consumer)
         committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn-commit")
         self._committer = committer
         consumer.subscribe(
@@ -125,27 +133,76 @@ class ScorerLoop:
                     self.idle()
                     continue
                 positions = self._positions(consumer)  # before the next consume moves them
-                try:
-                    result = self.scorer.process(records, unsaved=self._unsaved())
-                except StateFenced as exc:
-                    # Another instance owns a partition now: drop the batch, rewind, and let
-                    # the next poll deliver the revocation.
-                    _log.warning("batch dropped: %s", exc)
-                    if self._settle(consumer, also_rewind=records):
-                        _rewind(consumer, records)
-                    if self.on_fenced is not None:
-                        self.on_fenced()
+                if not self._score_and_commit(consumer, records, positions):
                     continue
-                if self._settle(consumer, also_rewind=records):
-                    self._start_commit(consumer, records, result, positions)
         finally:
+            self._shut_down(consumer, committer)
+
+    def _score_and_commit(
+        self, consumer: Consumer, records: list[InputRecord], positions: list[TopicPartition]
+    ) -> bool:
+        """Catch up the batch's partitions if needed, score it, and hand it to the commit
+        thread once the previous batch committed; False when the batch was rolled back."""
+        firsts = {p: o for (_t, p), o in partition_offsets(records, min).items()}
+        sync = self.sync
+        if sync is not None and sync.needs_catch_up(firsts):
+            # The replay reads the log up to this batch: nothing may be in flight.
+            if not self._settle(consumer, also_rewind=records):
+                return False
+            sync.catch_up(firsts)
+        synced = sync.synced(firsts) if sync is not None else {}
+        result = self.scorer.process(records, synced, unsaved=self._unsaved())
+        if sync is not None:
+            sync.forget(result.lost | result.degraded_partitions)
+            if result.pending_save is not None:
+                sync.handed(result.pending_save.moves)
+        if not self._settle(consumer, also_rewind=records):
+            return False
+        self._start_commit(consumer, records, result, positions)
+        return True
+
+    def _shut_down(self, consumer: Consumer, committer: ThreadPoolExecutor) -> None:
+        try:
+            self._settle(consumer)
+        finally:
+            committer.shutdown()
+            self._committer = None
+            if self.sync is not None:
+                self.sync.close()
+            consumer.close()
             try:
-                self._settle(consumer)
-            finally:
-                committer.shutdown()
-                self._committer = None
-                consumer.close()
-                self._producer.flush(5)
+                self.producer.flush(5)
+            except KafkaException as exc:
+                # A fenced producer (another instance took this transactional.id) cannot
+                # flush; the decisions in flight were aborted by the broker.
+                _log.error("producer not flushed at shutdown: %s", exc.args[0])
+
+    def _make_sync(self, consumer: Consumer) -> StateSync | None:
+        state = self.scorer.state
+        if state is None:
+            return None
+        topic = self.settings.topic_transactions
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise FatalKafkaError(f"input topic {topic!r} not found: run `fraudctl topics "
+                                  "create` (or check FRAUD_TOPIC_TRANSACTIONS)")  # fmt: skip
+        state.topic, state.partitions = topic, len(metadata.partitions)
+        fold = Fold(self.scorer.models().pipeline, self.scorer.max_message_bytes)
+
+        def replayer() -> Replayer:
+            return Replayer(lambda: kafka_clients.consumer(
+                self.settings, self.bootstrap, f"{self.settings.scorer_group_id}-replay",
+                {"enable.partition.eof": False, "fetch.min.bytes": 1},
+            ), state, fold)  # fmt: skip
+
+        def low_watermark(partition: int) -> int:
+            low, _high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10
+            )
+            return int(low)
+
+        return StateSync(state, replayer, low_watermark=low_watermark,
+                         on_progress=self.on_progress)  # fmt: skip
 
     @property
     def producer(self) -> Producer:
@@ -171,21 +228,25 @@ class ScorerLoop:
             raise FatalKafkaError("the scorer loop is not running")
         if not self.exactly_once:
             commit = committer.submit(self._deliver, consumer, result, positions)
-            self._in_flight = _InFlight(records, result, commit)
+            self._in_flight = _InFlight(records, result, commit, positions)
             return
         started = time.perf_counter()
         try:
             producer.begin_transaction()
-            for role, key, value in result.outputs:
+            half = len(result.outputs) // 2
+            for i, (role, key, value) in enumerate(result.outputs):
+                if i == half:
+                    faults.point("mid_produce")
                 self._produce(producer, self.topics[role], key, value)
         except KafkaException as exc:
             self._recover(exc.args[0])
+            self._forget(records)
             _rewind(consumer, records)
             return
         result.stage_seconds["produce"] = time.perf_counter() - started
         metadata = consumer.consumer_group_metadata()
         commit = committer.submit(self._commit, result, positions, metadata)
-        self._in_flight = _InFlight(records, result, commit)
+        self._in_flight = _InFlight(records, result, commit, positions)
 
     def _delivery_failed(self, error: KafkaError | None, _message: Message) -> None:
         """At least once: librdkafka reports failed deliveries only (one batch in flight)."""
@@ -195,11 +256,10 @@ class ScorerLoop:
     def _deliver(
         self, consumer: Consumer, result: BatchResult, positions: list[TopicPartition]
     ) -> None:
-        """At least once, on the helper thread: save the state, produce the outputs (only
-        now: a replay must find the memos of what was sent), wait until each one is
-        acknowledged, then commit the offsets. A lost output raises (the batch is read
-        again); a refused offset commit only means the batch may be decided again later."""
-        self.scorer.save(result)
+        """At least once, on the helper thread: produce the outputs, wait until each one is
+        acknowledged, commit the offsets, then save the state. A lost output raises (the
+        batch is read again); a refused offset commit only means the batch may be decided
+        again later (its state is then not saved: the replay of the log folds it)."""
         producer, started = self.producer, time.perf_counter()
         failed: list[KafkaError] = []
         self._failed = failed
@@ -216,15 +276,21 @@ class ScorerLoop:
             consumer.commit(offsets=positions, asynchronous=False)
         except KafkaException as exc:
             _log.warning("offsets not committed (outputs were delivered): %s", exc)
+            if result.pending_save is not None:
+                result.unsaved |= set(result.pending_save.moves)
+            return
         result.stage_seconds["commit"] = time.perf_counter() - produced
         result.committed_at = time.time()
+        faults.point("after_commit_before_save")
+        self.scorer.save(result)
 
     def _commit(
         self, result: BatchResult, positions: list[TopicPartition], metadata: object
     ) -> None:
-        """Exactly once, on the helper thread: save the state, then add the offsets and
-        commit (the only producer calls while the transaction is open)."""
-        self.scorer.save(result)
+        """Exactly once, on the helper thread: add the offsets and commit (the only producer
+        calls while the transaction is open), then save the state: Redis never holds an
+        update whose decision is not committed."""
+        faults.point("before_commit")
         producer, timeout = self.producer, self.settings.scorer_transaction_timeout_s
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
@@ -233,6 +299,9 @@ class ScorerLoop:
         _retrying(lambda: producer.commit_transaction(timeout), deadline)
         result.stage_seconds["commit"] = time.perf_counter() - started
         result.committed_at = time.time()
+        faults.point("after_commit_before_save")
+        self.scorer.save(result)
+        faults.point("after_save")
 
     def _unsaved(self) -> PendingSave | None:
         """The state writes of the batch in flight, which may not have reached Redis yet."""
@@ -250,28 +319,29 @@ class ScorerLoop:
             return True
         try:
             in_flight.commit.result()
-        except (KafkaException, OutputsNotDelivered, StateFenced) as exc:
+        except (KafkaException, OutputsNotDelivered) as exc:
             if isinstance(exc, KafkaException):
                 self._recover(exc.args[0])
-            elif isinstance(exc, StateFenced):
-                # Another instance owns a partition now: its state was not written, so the
-                # batch must not commit either; the next poll delivers the revocation.
-                _log.warning("batch dropped: %s", exc)
-                if self.exactly_once:
-                    self._abort()
-                if self.on_fenced is not None:
-                    self.on_fenced()
             else:
                 _log.warning("reading the batch again: %s", exc)
             again = [*in_flight.records, *also_rewind]
+            self._forget(again)
             if rewind:
                 _rewind(consumer, again)
             else:
                 self._rolled_back += again
             return False
+        if self.sync is not None:
+            self.sync.forget(in_flight.result.unsaved)
+            self.sync.committed({tp.partition: tp.offset for tp in in_flight.positions})
         if self.on_batch is not None:
             self.on_batch(in_flight.result, in_flight.records)
         return True
+
+    def _forget(self, records: Sequence[InputRecord]) -> None:
+        """A rolled-back batch's partitions: their next save expectation is unknown."""
+        if self.sync is not None:
+            self.sync.forget({r.partition for r in records})
 
     def _recover(self, error: KafkaError) -> None:
         """Roll the open transaction back (the caller rewinds the consumer)."""
@@ -354,7 +424,8 @@ class ScorerLoop:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         changed = [(p.topic, p.partition) for p in partitions]
-        self.scorer.release(changed)  # claimed again by the first read
+        if self.sync is not None:
+            self.sync.release(p.partition for p in partitions)  # checked by the first batch
         self.assigned |= set(changed)
         _log.info("assigned %s", sorted(self.assigned))
 
@@ -362,7 +433,8 @@ class ScorerLoop:
         # The commit in flight includes these partitions' offsets: it finishes first.
         self._settle(consumer, rewind=False)
         changed = [(p.topic, p.partition) for p in partitions]
-        self.scorer.release(changed)
+        if self.sync is not None:
+            self.sync.release(p.partition for p in partitions)
         self.assigned -= set(changed)
 
 

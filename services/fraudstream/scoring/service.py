@@ -23,12 +23,13 @@ from fraudstream.rules.engine import RuleSource
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
 from fraudstream.scoring.decide import DecisionPolicy
-from fraudstream.scoring.metrics import Dependency, ModelRef, ScorerMetrics
+from fraudstream.scoring.metrics import CircuitState, Dependency, ModelRef, ScorerMetrics
 from fraudstream.scoring.model import ServingModel
 from fraudstream.scoring.models import ModelSet, ModelWatcher
 from fraudstream.scoring.runner import ScorerLoop
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.state import ScorerState, redis_client
+from fraudstream.scoring.sync import Progress
 
 _log = logging.getLogger(__name__)
 # A batch allocates tens of thousands of short-lived objects that reference counting frees;
@@ -63,7 +64,7 @@ def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
         rules=lambda: current_rules().pack,
         models=lambda: watcher.current,
         state=ScorerState(
-            client, prefix=f"{settings.redis_prefix}:fs", memo_ttl_s=settings.memo_ttl_s
+            client, prefix=f"{settings.redis_prefix}:fs", topic=settings.topic_transactions
         ),
         lists=RedisLists(client, prefix=f"{settings.redis_prefix}:list"),
         policy=DecisionPolicy(
@@ -86,8 +87,15 @@ class Observability:
         self.health.set_rules_only_allowed(True)
         loop.on_batch = self.on_batch
         loop.on_abort = lambda: self.metrics.count_kafka_transaction("aborted")
-        loop.on_fenced = self.metrics.count_state_fenced
+        loop.on_progress = self.on_catch_up
         loop.idle = self.on_idle
+        state = loop.scorer.state
+        if state is not None:
+            state.breaker.on_change = lambda s: self.metrics.set_circuit_state(
+                Dependency.REDIS, CircuitState(s)
+            )
+            state.on_error = self.metrics.count_redis_error
+        self._replayed: dict[int, int] = {}
 
     def on_swap(self, models: ModelSet) -> None:
         champion = models.champion
@@ -109,18 +117,38 @@ class Observability:
         stamps = np.array([r.timestamp_ms or now * 1000 for r in records], dtype=np.float64)
         metrics.observe_latencies(now - stamps / 1000)
         metrics.set_degraded(Dependency.REDIS, result.degraded or result.lists_unavailable)
-        if result.state_gaps:
-            metrics.count_state_gap(sum(result.state_gaps.values()))
+        if result.unsaved:
+            metrics.count_state_refused(len(result.unsaved))
         if result.shadow:
             champion, shadow = np.array(result.shadow).T
             metrics.observe_shadow_deltas(champion, shadow)
         metrics.count_kafka_transaction("committed")
+
+    def on_catch_up(self, progress: object) -> None:
+        """A catch-up replay saved a chunk: count it, and log every 100,000 offsets."""
+        if not isinstance(progress, Progress):
+            return
+        done = progress.at - self._replayed.get(progress.partition, progress.start)
+        self._replayed[progress.partition] = progress.at
+        self.metrics.count_state_replayed(max(done, 0))
+        if progress.at // 100_000 != (progress.at - done) // 100_000 or not progress.remaining:
+            elapsed = time.monotonic() - progress.started
+            _log.info("partition %d: state rebuilt to offset %d, %d to go (%.0f offsets/s)",
+                      progress.partition, progress.at, progress.remaining,
+                      (progress.at - progress.start) / max(elapsed, 1e-9))  # fmt: skip
 
     def on_idle(self) -> None:
         self.health.mark_progress()
         self.health.set_assigned(len(self.loop.assigned))
         self.metrics.mark_progress(time.time())
         self.metrics.set_consumer_state(self.loop.lag(), len(self.loop.assigned))
+        sync = self.loop.sync
+        if sync is not None:
+            jobs = sync.rebuilding()
+            unsynced = len({p for _t, p in self.loop.assigned} - set(sync.synced(
+                p for _t, p in self.loop.assigned)))  # fmt: skip
+            self.metrics.set_state_sync(sum(j.remaining for j in jobs.values()), unsynced)
+            self.health.set_rebuilding(bool(jobs))
 
 
 def serve(settings: ScorerSettings | None = None) -> None:

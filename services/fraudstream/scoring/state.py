@@ -1,13 +1,17 @@
-"""The scorer's Redis state: entity states plus a memo per transaction, behind a breaker.
+"""The scorer's Redis state: entity parts per input partition, and a checkpoint per partition.
 
-One Lua script call reads a batch's entity states and the memos of its transaction ids;
-another writes the new states and memos together (a script is atomic, in memory and in
-the AOF), so after a crash either both or neither exist. A memo holds the decision already
-produced for a transaction and the input offset it came from: a replay of that offset
-re-emits the same decision and counts nothing twice; the same id at another offset is a
-duplicate. Writes are fenced per input partition (see `_LOAD`), so a zombie instance
-cannot overwrite state its successor owns, and each partition's high-water mark of saved
-offsets reveals state that Redis lost after Kafka committed it.
+Redis is a cache of what the committed input log implies, never ahead of it:
+- every entity key `<prefix>:<entity>:<id>` is a hash with one field per input partition
+  (that partition's part of the state, see `features.state.combine`), so instances that
+  own different partitions never overwrite each other's updates;
+- `<prefix>:ckpt:<topic>:<partition>` holds `offset` (the next input offset whose update
+  is not in Redis), `epoch` (a random id of this incarnation of the partition's state) and
+  `version` (the layout version). Parts of another epoch or layout read as absent.
+A batch's parts are written after its Kafka commit, by one script that moves each of its
+partitions' checkpoint from the offset the writer expects to the batch's end, and writes
+that partition's parts only if the checkpoint matched. A writer whose expectation is stale
+(a zombie, a write that raced a rebuild, a Redis that lost data) is refused per partition
+and the scorer catches that partition up from the log (`scoring.sync`).
 
 Redis calls use millisecond timeouts and no retries; repeated failures open a circuit
 breaker so a slow or dead Redis costs one fast check per batch, not a timeout per batch.
@@ -16,7 +20,8 @@ breaker so a slow or dead Redis costs one fast check per batch, not a timeout pe
 from __future__ import annotations
 
 import logging
-import struct
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,54 +29,27 @@ from typing import Any, TypeVar, cast
 
 import redis
 
-from fraudstream.errors import FraudStreamError, InfrastructureUnavailable
-from fraudstream.features.pipeline import StateCache, StateKey
-from fraudstream.features.state import DAY, LAYOUTS, decode_state, encode_state
+from fraudstream.errors import InfrastructureUnavailable
+from fraudstream.features.pipeline import PartKey, PartStates, StateKey
+from fraudstream.features.state import (
+    LAYOUT_VERSION,
+    LAYOUTS,
+    decode_part,
+    encode_part,
+    part_header,
+)
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Memo:
-    """What was emitted for a transaction, and from which input position."""
-
-    partition: int
-    offset: int
-    outputs: tuple[tuple[str, bytes | None, bytes], ...]  # (topic role, key, value)
-
-    def encode(self) -> bytes:
-        """Length-prefixed binary: header, then per output its role, key and value."""
-        parts = [_MEMO_HEAD.pack(self.partition, self.offset, len(self.outputs))]
-        for role, key, value in self.outputs:
-            parts.append(_MEMO_ITEM.pack(_ROLES.index(role), -1 if key is None else len(key),
-                                         len(value)))  # fmt: skip
-            parts += (key or b"", value)
-        return b"".join(parts)
-
-    @classmethod
-    def decode(cls, data: bytes) -> Memo:
-        partition, offset, count = _MEMO_HEAD.unpack_from(data)
-        at = _MEMO_HEAD.size
-        outputs = []
-        for _ in range(count):
-            role, key_len, value_len = _MEMO_ITEM.unpack_from(data, at)
-            at += _MEMO_ITEM.size
-            key = None if key_len < 0 else data[at : at + key_len]
-            at += max(key_len, 0)
-            outputs.append((_ROLES[role], key, data[at : at + value_len]))
-            at += value_len
-        return cls(partition, offset, tuple(outputs))
-
-
-_MEMO_HEAD = struct.Struct("<iqB")  # partition, offset, number of outputs
-_MEMO_ITEM = struct.Struct("<Bii")  # role, key length (-1: no key), value length
-DECISIONS, REVIEW, DLQ = "decisions", "review", "dlq"  # topic roles of the outputs
-_ROLES = (DECISIONS, REVIEW, DLQ)
+# An entity key expires this long after its last write beyond its logical time-to-live.
+# Expiry only frees memory: a part idle for longer than the logical TTL (in event time)
+# reads as empty anyway, and event times are bounded by the broker timestamps.
+EXPIRY_MARGIN_S = 30 * 86400
 
 
 class CircuitBreaker:
-    """Closed -> open after `failures` consecutive errors; half-open after `cooldown_s`."""
+    """Closed -> open after `failures` consecutive errors; half-open after `cooldown_s`.
+    Shared by the scoring thread and the commit thread, hence the lock."""
 
     CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 
@@ -80,18 +58,22 @@ class CircuitBreaker:
         failures: int = 3,
         cooldown_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[int], None] | None = None,
     ) -> None:
         self.failures = failures
         self.cooldown_s = cooldown_s
         self.clock = clock
+        self.on_change = on_change
+        self._lock = threading.Lock()
         self._consecutive = 0
         self._opened_at: float | None = None
 
     @property
     def state(self) -> int:
-        if self._opened_at is None:
+        opened = self._opened_at
+        if opened is None:
             return self.CLOSED
-        if self.clock() - self._opened_at >= self.cooldown_s:
+        if self.clock() - opened >= self.cooldown_s:
             return self.HALF_OPEN
         return self.OPEN
 
@@ -99,195 +81,196 @@ class CircuitBreaker:
         return self.state != self.OPEN
 
     def success(self) -> None:
-        self._consecutive = 0
-        self._opened_at = None
+        with self._lock:
+            was_open = self._opened_at is not None
+            self._consecutive = 0
+            self._opened_at = None
+        if was_open:
+            _log.info("Redis reachable again: circuit closed")
+            self._changed()
 
     def failure(self) -> None:
-        self._consecutive += 1
-        if self._consecutive >= self.failures or self.state == self.HALF_OPEN:
-            self._opened_at = self.clock()
+        with self._lock:
+            self._consecutive += 1
+            opening = self._consecutive >= self.failures or self.state == self.HALF_OPEN
+            first = opening and self._opened_at is None
+            if opening:
+                self._opened_at = self.clock()
+        if first:
+            _log.warning("Redis failed %d times in a row: circuit open for %.1f s",
+                         self._consecutive, self.cooldown_s)  # fmt: skip
+        if opening:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.state)
 
 
-# Fences: `<prefix>:fence:<topic>:<partition>` is a hash {token, hwm}. An instance claims
-# a partition on its first read after an assignment (token + 1) and every write it makes
-# for that partition must carry the token it got: a zombie (an instance that lost the
-# partition without noticing) holds an older token and its writes are refused. A token
-# lower than ours, or none, means Redis lost its data: we claim again. `hwm` is the highest
-# input offset whose state was saved: a restart that finds the consumer's position beyond
-# it knows Redis lost writes that Kafka had committed.
-# ARGV: n_fences, then our token per fence ('' = none yet). KEYS: fences, then keys to read.
-# Returns (token, hwm or -1, 1 if claimed now else 0) per fence, then the values (nil when
-# missing).
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a partition's state in Redis stands: the next input offset not folded in,
+    the epoch of this incarnation of the state, and its layout version."""
+
+    offset: int
+    epoch: int
+    version: int = LAYOUT_VERSION
+
+    @property
+    def current(self) -> bool:
+        return self.version == LAYOUT_VERSION
+
+
+# KEYS: the checkpoints of all input partitions, then entity keys. Returns per checkpoint
+# {offset, epoch, version} (false when missing), then per entity key its fields and values.
 _LOAD = """
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, n do
-  local token = tonumber(redis.call('HGET', KEYS[i], 'token') or 0)
-  local mine = tonumber(ARGV[1 + i])
-  local claimed = 0
-  if mine == nil or token < mine then
-    token = math.max(token, mine or 0) + 1
-    redis.call('HSET', KEYS[i], 'token', token)
-    claimed = 1
-  end
-  out[#out + 1] = token
-  out[#out + 1] = tonumber(redis.call('HGET', KEYS[i], 'hwm') or -1)
-  out[#out + 1] = claimed
+  out[i] = redis.call('HMGET', KEYS[i], 'offset', 'epoch', 'version')
 end
-local first = n + 1
-while first <= #KEYS do
-  local last = math.min(first + 999, #KEYS)
-  local values = redis.call('MGET', unpack(KEYS, first, last))
-  for j = 1, #values do out[#out + 1] = values[j] end
-  first = last + 1
+for i = n + 1, #KEYS do
+  out[i] = redis.call('HGETALL', KEYS[i])
 end
 return out
 """
-# ARGV: n_fences, n_states, (token, last offset) per fence, (value, ttl) per state, memo
-# TTL, then one value per memo. KEYS: fences, states, memos. Nothing is written unless
-# every fence still holds the caller's token; returns -1 - i when fence i refused, else 0.
+# KEYS: the batch's checkpoints, then entity keys. ARGV: n checkpoints, layout version, per
+# checkpoint (partition, epoch, expected offset, new offset), per entity key (ttl, number of
+# parts, then (partition, part) pairs). A partition whose checkpoint is not exactly the
+# expected one writes nothing; returns those partitions.
 _SAVE = """
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, version = tonumber(ARGV[1]), ARGV[2]
+local ok, refused, a = {}, {}, 3
 for i = 1, n do
-  if redis.call('HGET', KEYS[i], 'token') ~= ARGV[1 + 2 * i] then return -i end
-end
-for i = 1, n do
-  local offset = tonumber(ARGV[2 + 2 * i])
-  if offset > tonumber(redis.call('HGET', KEYS[i], 'hwm') or -1) then
-    redis.call('HSET', KEYS[i], 'hwm', offset)
+  local p, epoch, expected, new = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  local cur = redis.call('HMGET', KEYS[i], 'offset', 'epoch', 'version')
+  if cur[1] == expected and cur[2] == epoch and cur[3] == version then
+    ok[p] = true
+    redis.call('HSET', KEYS[i], 'offset', new)
+  else
+    refused[#refused + 1] = tonumber(p)
   end
 end
-local a = 3 + 2 * n
-for i = n + 1, n + m do
-  redis.call('SET', KEYS[i], ARGV[a], 'EX', ARGV[a + 1])
+for k = n + 1, #KEYS do
+  local ttl, m, wrote = ARGV[a], tonumber(ARGV[a + 1]), false
   a = a + 2
+  for _ = 1, m do
+    if ok[ARGV[a]] then
+      redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 1])
+      wrote = true
+    end
+    a = a + 2
+  end
+  if wrote then redis.call('EXPIRE', KEYS[k], ttl) end
 end
-local memo_ttl = ARGV[a]
-for i = n + m + 1, #KEYS do
-  a = a + 1
-  redis.call('SET', KEYS[i], ARGV[a], 'EX', memo_ttl)
-end
-return 0
+return refused
 """
-
-Partition = tuple[str, int]  # (topic, partition)
-
-
-class StateFenced(FraudStreamError):
-    """Another instance claimed a partition of this batch: its state must not be written."""
 
 
 @dataclass
 class Loaded:
-    """What one read returned: entity states, memos, and per-partition state gaps."""
+    """What one read returned: the entity parts (of current epochs only) and every input
+    partition's checkpoint (None when Redis has none)."""
 
-    states: StateCache
-    memos: dict[str, Memo]
-    gaps: dict[Partition, int]  # input offsets Kafka committed whose state Redis lacks
+    states: PartStates
+    checkpoints: dict[int, Checkpoint | None]
+
+
+@dataclass(frozen=True)
+class PartWrite:
+    """A partition's checkpoint move: from what the writer expects to the batch's end."""
+
+    expected: Checkpoint
+    offset: int
 
 
 class ScorerState:
-    """Batch reads and atomic writes of entity states and transaction memos (one script
-    each per batch), fenced per input partition."""
+    """Batch reads and checkpointed writes of entity parts (one script each per batch)."""
 
     def __init__(
         self,
         client: redis.Redis,
         *,
         prefix: str = "fs",
-        memo_ttl_s: int = 300,
+        topic: str = "transactions",
+        partitions: int = 1,
         breaker: CircuitBreaker | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
-        self.memo_ttl_s = memo_ttl_s
+        self.topic = topic
+        self.partitions = partitions
         self.breaker = breaker or CircuitBreaker()
+        self.on_error = on_error
         self._load = client.register_script(_LOAD)
         self._save = client.register_script(_SAVE)
-        self._tokens: dict[Partition, int] = {}
-        self._ttls = {entity: int(layout.ttl_s + DAY) for entity, layout in LAYOUTS.items()}
+        self._ttls = {e: int(layout.ttl_s + EXPIRY_MARGIN_S) for e, layout in LAYOUTS.items()}
 
     def state_key(self, key: StateKey) -> str:
         return f"{self.prefix}:{key[0].value}:{key[1]}"
 
-    def memo_key(self, transaction_id: str) -> str:
-        return f"{self.prefix}:tx:{transaction_id}"
+    def checkpoint_key(self, partition: int) -> str:
+        return f"{self.prefix}:ckpt:{self.topic}:{partition}"
 
-    def fence_key(self, partition: Partition) -> str:
-        return f"{self.prefix}:fence:{partition[0]}:{partition[1]}"
-
-    def release(self, partitions: Iterable[Partition]) -> None:
-        """Forget the tokens of assigned or revoked partitions: the next read claims them
-        again. Only a rebalance does this; a fenced instance stays fenced until then."""
-        for partition in partitions:
-            self._tokens.pop(partition, None)
-
-    def load(
-        self,
-        keys: Sequence[StateKey],
-        transaction_ids: Sequence[str],
-        first_offsets: Mapping[Partition, int],
-    ) -> Loaded:
-        """States (empty when unknown), existing memos and state gaps, in one script call.
-
-        `first_offsets` are the batch's first input offset per partition; a partition read
-        for the first time since its assignment is claimed, and compared with the offset
-        up to which its state was saved.
-        """
-        fences = list(first_offsets)
-        names = [self.fence_key(p) for p in fences]
+    def load(self, keys: Sequence[StateKey]) -> Loaded:
+        """The parts of `keys` and all checkpoints, in one script call."""
+        names = [self.checkpoint_key(p) for p in range(self.partitions)]
         names += [self.state_key(k) for k in keys]
-        names += [self.memo_key(t) for t in transaction_ids]
-        tokens = [str(self._tokens.get(p, "")) for p in fences]
-        reply = self._call(lambda: cast(list[Any], self._load(names, [len(fences), *tokens])))
-        gaps: dict[Partition, int] = {}
-        for i, partition in enumerate(fences):
-            token, hwm, claimed = (int(v) for v in reply[3 * i : 3 * i + 3])
-            if not claimed and token != self._tokens[partition]:
-                raise StateFenced(f"partition {partition} was claimed by another instance")
-            if claimed and partition in self._tokens:
-                _log.error("the state fence of %s vanished: Redis lost its data", partition)
-            self._tokens[partition] = token
-            first = first_offsets[partition]
-            # +1: an input topic written transactionally has a commit marker after a batch.
-            if claimed and hwm >= 0 and first > hwm + 2:
-                gaps[partition] = first - hwm - 1
-            elif claimed and hwm < 0 and first > 0:
-                _log.warning("no state saved for %s before offset %d: a new deployment, or "
-                             "Redis lost its data", partition, first)  # fmt: skip
-        blobs = reply[3 * len(fences) :]
-        states = StateCache()
-        for key, blob in zip(keys, blobs[: len(keys)], strict=True):
-            states[key] = decode_state(key[0], blob)
-        memos = {
-            tx_id: Memo.decode(blob)
-            for tx_id, blob in zip(transaction_ids, blobs[len(keys) :], strict=True)
-            if blob is not None
-        }
-        return Loaded(states, memos, gaps)
+        reply = self._call(lambda: cast(list[Any], self._load(names, [self.partitions])))
+        checkpoints = {p: _checkpoint(reply[p]) for p in range(self.partitions)}
+        epochs = {p: c.epoch for p, c in checkpoints.items() if c is not None and c.current}
+        states = PartStates()
+        for key, fields in zip(keys, reply[self.partitions :], strict=True):
+            parts: dict[int, list[float]] = {}
+            for at in range(0, len(fields), 2):
+                partition, blob = int(fields[at]), fields[at + 1]
+                header = part_header(blob)
+                if header is None or epochs.get(partition) != header.epoch:
+                    continue  # an older incarnation of that partition's state
+                part = decode_part(key[0], blob)
+                if part is not None:
+                    parts[partition] = part
+            if parts:
+                states[key] = parts
+        return Loaded(states, checkpoints)
+
+    def checkpoints(self) -> dict[int, Checkpoint | None]:
+        """Every input partition's checkpoint (one script call, no entity keys)."""
+        return self.load([]).checkpoints
 
     def save(
-        self, states: StateCache, memos: dict[str, Memo], last_offsets: Mapping[Partition, int]
-    ) -> None:
-        """Write states and memos atomically, each with its TTL, and move the partitions'
-        high-water marks; raises `StateFenced` (writing nothing) if a partition was claimed
-        by another instance since this one read it."""
-        fences = list(last_offsets)
-        keys = [self.fence_key(p) for p in fences]
-        args: list[Any] = [len(fences), len(states)]
-        for partition in fences:
-            args += [self._tokens.get(partition, ""), last_offsets[partition]]
-        for key, state in states.items():
-            keys.append(self.state_key(key))
-            args += [encode_state(state), self._ttls[key[0]]]
-        args.append(self.memo_ttl_s)
-        for tx_id, memo in memos.items():
-            keys.append(self.memo_key(tx_id))
-            args.append(memo.encode())
-        refused = int(self._call(lambda: cast(int, self._save(keys, args))))
-        if refused < 0:
-            partition = fences[-refused - 1]
-            raise StateFenced(f"state of partition {partition} is owned by another instance")
+        self, parts: Mapping[PartKey, tuple[list[float], int]], moves: Mapping[int, PartWrite]
+    ) -> set[int]:
+        """Write `parts` (state, last offset folded in) and move the checkpoints; returns
+        the partitions refused because their checkpoint was not the expected one (their
+        parts are not written)."""
+        names = [self.checkpoint_key(p) for p in moves]
+        args: list[Any] = [len(moves), LAYOUT_VERSION]
+        for partition, move in moves.items():
+            args += [partition, move.expected.epoch, move.expected.offset, move.offset]
+        by_key: dict[StateKey, list[tuple[int, bytes]]] = {}
+        for (entity, entity_id, partition), (state, offset) in parts.items():
+            epoch = moves[partition].expected.epoch
+            by_key.setdefault((entity, entity_id), []).append(
+                (partition, encode_part(state, epoch, offset))
+            )
+        for key, written in by_key.items():
+            names.append(self.state_key(key))
+            args += [self._ttls[key[0]], len(written)]
+            for partition, blob in written:
+                args += [partition, blob]
+        refused = self._call(lambda: cast(list[int], self._save(names, args)))
+        return {int(p) for p in refused}
+
+    def reset(self, partition: int, offset: int) -> Checkpoint:
+        """Start a new epoch for `partition` at `offset`: every part it wrote before reads
+        as absent from now on, and writers expecting the old checkpoint are refused."""
+        checkpoint = Checkpoint(offset, secrets.randbelow(2**31 - 1) + 1)
+        mapping = {"offset": offset, "epoch": checkpoint.epoch, "version": LAYOUT_VERSION}
+        self._call(lambda: self.client.hset(self.checkpoint_key(partition), mapping=mapping))
+        return checkpoint
 
     def _call(self, operation: Callable[[], T]) -> T:
         if not self.breaker.allow():
@@ -296,9 +279,22 @@ class ScorerState:
             result = operation()
         except (redis.RedisError, OSError) as exc:
             self.breaker.failure()
+            if self.on_error is not None:
+                self.on_error(type(exc).__name__)
             raise InfrastructureUnavailable(f"Redis unavailable: {exc}") from exc
         self.breaker.success()
         return result
+
+
+def _checkpoint(fields: Sequence[bytes | None]) -> Checkpoint | None:
+    offset, epoch, version = fields
+    if offset is None or epoch is None or version is None:
+        return None
+    return Checkpoint(int(offset), int(epoch), int(version))
+
+
+def touched_partitions(parts: Iterable[PartKey]) -> set[int]:
+    return {partition for _entity, _id, partition in parts}
 
 
 def redis_client(url: str, timeout_ms: int) -> redis.Redis:

@@ -1,0 +1,30 @@
+"""Deterministic fault points for crash tests (env-guarded, inert in production).
+
+`FRAUD_FAULT_POINT=<name>:<n>` makes the process kill itself with SIGKILL the n-th time
+it reaches `point(<name>)` (n defaults to 1). The scorer's points: `before_commit` (the
+batch's outputs are produced, the transaction is open), `mid_produce` (half of them
+are), `after_commit_before_save` (committed, Redis not written) and `after_save`.
+Without the variable a point costs one comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+_log = logging.getLogger(__name__)
+_spec = os.environ.get("FRAUD_FAULT_POINT", "")
+_name, _, _count = _spec.partition(":")
+_remaining = int(_count or 1) if _name else 0
+
+
+def point(name: str) -> None:
+    """Kill this process here if the fault point `name` is armed and due."""
+    global _remaining  # noqa: PLW0603 - one counter per process, by design
+    if name != _name or _remaining <= 0:
+        return
+    _remaining -= 1
+    if _remaining == 0:
+        _log.warning("fault point %s reached: killing this process (SIGKILL)", name)
+        os.kill(os.getpid(), signal.SIGKILL)
