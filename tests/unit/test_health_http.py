@@ -94,6 +94,20 @@ def test_ready_needs_partitions_and_a_model_or_rules_only(health: HealthState) -
     assert health.ready() == (False, "no partitions assigned")
 
 
+def test_a_failing_model_watcher_makes_the_service_unready(health: HealthState) -> None:
+    make_ready(health)
+    health.set_model_watcher_ok(False, "cannot load fraud v2 as champion: lightgbm.onnx ...")
+    assert health.ready() == (
+        False,
+        "model watcher: cannot load fraud v2 as champion: lightgbm.onnx ...",
+    )
+    assert health.live() == (True, "ok")  # readiness only: restarting would not help
+    health.set_model_watcher_ok(True)
+    assert health.ready() == (True, "ok")
+    health.set_model_watcher_ok(False)
+    assert health.ready() == (False, "model watcher: reload failed")
+
+
 def test_liveness_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="liveness_timeout_s"):
         HealthState(liveness_timeout_s=0)

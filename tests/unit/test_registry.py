@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from fraudstream.contracts.messages import ModelEventType
-from fraudstream.registry import Registry, RegistryError, Stage
+from fraudstream.registry import ChecksumError, ModelNotFoundError, Registry, RegistryError, Stage
 from fraudstream.registry.cli import models
 from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.data import TrainingData, chronological_split
@@ -114,6 +114,45 @@ def test_versions_are_immutable(
     target.write_text("{}")
     with pytest.raises(RegistryError, match="immutable"):
         registry.verify(NAME, again.version)
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    path.chmod(0o644)
+    path.write_bytes(data)
+
+
+def test_load_checks_the_manifest_checksums(
+    registry: Registry, results: tuple[TrainResult, TrainResult]
+) -> None:
+    version = registry.register(NAME, results[0]).version
+    path = registry.get(NAME, version).path
+    registry.load(NAME, version)
+    onnx = path / "lightgbm.onnx"
+    _overwrite(onnx, onnx.read_bytes()[:-16])  # truncated: the bytes ONNX Runtime would read
+    with pytest.raises(ChecksumError, match=r"lightgbm\.onnx missing or not matching") as info:
+        registry.load(NAME, version)
+    assert info.value.files == ("lightgbm.onnx",)
+    assert isinstance(info.value, RegistryError)
+    (path / "lightgbm.txt").chmod(0o644)
+    (path / "lightgbm.txt").unlink()
+    with pytest.raises(ChecksumError) as info:
+        registry.verify(NAME, version)
+    assert info.value.files == ("lightgbm.onnx", "lightgbm.txt")
+
+
+def test_verify_refuses_files_the_manifest_does_not_list(
+    registry: Registry, results: tuple[TrainResult, TrainResult]
+) -> None:
+    version = registry.register(NAME, results[0])
+    (version.path / "notes.txt").write_text("x")
+    registry.load(NAME, version.version)  # serving reads only listed files
+    with pytest.raises(RegistryError, match=r"does not list \(\['notes.txt'\]\)"):
+        registry.verify(NAME, version.version)
+
+
+def test_an_unknown_model_is_model_not_found(registry: Registry) -> None:
+    with pytest.raises(ModelNotFoundError, match="train and register one first"):
+        registry.list(NAME)
 
 
 def test_promote_and_rollback(registry: Registry, results: tuple[TrainResult, TrainResult]) -> None:

@@ -146,6 +146,32 @@ def test_source_reloads_on_change_and_keeps_the_last_good_pack(tmp_path: Path) -
     assert "invalid rule pack" in source.last_error
 
 
+def test_source_reports_reloads_and_failures_to_its_callbacks(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: v1\nrules: []\n")
+    loaded: list[str] = []
+    failed: list[str] = []
+    source = RuleSource(path, on_reload=loaded.append)
+    source.on_reload_error = failed.append  # assignable after construction too
+    path.write_text("version: v2\nrules: [{id: broken}]\n")
+    os.utime(path, ns=(1, 10**18))
+    assert not source.maybe_reload()
+    assert not source.maybe_reload()  # the same broken edit is reported once
+    assert loaded == []
+    assert len(failed) == 1
+    assert "invalid rule pack" in failed[0]
+    path.unlink()
+    for _ in range(3):  # checked every batch, reported once
+        assert not source.maybe_reload()
+    assert len(failed) == 2
+    assert "rules.yaml" in failed[1]
+    assert source.pack.version == "v1"
+    path.write_text("version: v3\nrules: []\n")
+    assert source.maybe_reload()
+    assert loaded == ["v3"]
+    assert source.last_error is None
+
+
 def test_a_batch_is_evaluated_column_wise_with_one_outcome_per_event() -> None:
     txs = [transaction(transaction_id=f"tx-{i}", amount=a)
            for i, a in enumerate([1.0, 50.0, 20000.0, 3.0])]  # fmt: skip

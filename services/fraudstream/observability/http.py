@@ -34,6 +34,7 @@ class HealthState:
         self._assigned = 0
         self._model_loaded = False
         self._rules_only_allowed = False
+        self._model_watcher_problem: str | None = None
 
     def mark_progress(self) -> None:
         """Record a loop iteration (idle polls included)."""
@@ -56,6 +57,11 @@ class HealthState:
         with self._lock:
             self._rules_only_allowed = allowed
 
+    def set_model_watcher_ok(self, ok: bool, reason: str = "") -> None:
+        """Record whether the model watcher's last reload was clean (`reason` says why not)."""
+        with self._lock:
+            self._model_watcher_problem = None if ok else (reason or "reload failed")
+
     def live(self, now: float | None = None) -> tuple[bool, str]:
         """Alive while the loop made progress within the liveness timeout."""
         now = self._clock() if now is None else now
@@ -66,17 +72,21 @@ class HealthState:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when partitions are assigned and a model is loaded or rules-only is allowed."""
+        """Ready when partitions are assigned, a model is loaded or rules-only is allowed, and
+        the model watcher is not failing."""
         with self._lock:
-            assigned, loaded, rules_only = (
+            assigned, loaded, rules_only, watcher_problem = (
                 self._assigned,
                 self._model_loaded,
                 self._rules_only_allowed,
+                self._model_watcher_problem,
             )
         if assigned <= 0:
             return False, "no partitions assigned"
         if not (loaded or rules_only):
             return False, "no model loaded and rules-only serving is not allowed"
+        if watcher_problem is not None:
+            return False, f"model watcher: {watcher_problem}"
         return True, "ok"
 
 

@@ -5,8 +5,16 @@
 
 from __future__ import annotations
 
-from fraudstream.registry.errors import RegistryError
+from fraudstream.registry.errors import ChecksumError, ModelNotFoundError, RegistryError
 from fraudstream.registry.stages import Stage
 from fraudstream.registry.store import ModelVersion, Registry, VersionDetails
 
-__all__ = ["ModelVersion", "Registry", "RegistryError", "Stage", "VersionDetails"]
+__all__ = [
+    "ChecksumError",
+    "ModelNotFoundError",
+    "ModelVersion",
+    "Registry",
+    "RegistryError",
+    "Stage",
+    "VersionDetails",
+]

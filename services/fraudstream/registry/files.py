@@ -1,4 +1,4 @@
-"""Atomic file writes, read-only files and the per-model lock used by the registry."""
+"""Atomic file writes, checksums, read-only files and the per-model lock of the registry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
@@ -48,6 +48,15 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def mismatched_files(directory: Path, digests: Mapping[str, str]) -> list[str]:
+    """Names in `digests` whose file under `directory` is missing or has another SHA-256."""
+    return sorted(
+        name
+        for name, digest in digests.items()
+        if not (directory / name).is_file() or sha256_file(directory / name) != digest
+    )
 
 
 def make_read_only(directory: Path) -> None:

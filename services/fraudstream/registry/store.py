@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from fraudstream.contracts.messages import ModelEvent
 from fraudstream.registry import stages
 from fraudstream.registry.compare import Comparison, score_version
-from fraudstream.registry.errors import RegistryError
-from fraudstream.registry.files import locked, sha256_file, write_atomic
+from fraudstream.registry.errors import ChecksumError, ModelNotFoundError, RegistryError
+from fraudstream.registry.files import locked, mismatched_files, write_atomic
 from fraudstream.registry.layout import (
     MANIFEST_FILE,
     METRICS_FILE,
@@ -147,26 +147,37 @@ class Registry:
         return builtins.list(self._book(name).events)
 
     def load(self, name: str, version: str, *, intra_op_num_threads: int = 1) -> OnnxEnsemble:
-        """The version ready to score."""
+        """The version ready to score, once its files match the manifest (`ChecksumError`)."""
         return OnnxEnsemble.load(
-            self.get(name, version).path, intra_op_num_threads=intra_op_num_threads
+            self.checked_path(name, version), intra_op_num_threads=intra_op_num_threads
         )
 
-    def verify(self, name: str, version: str) -> None:
-        """Raise `RegistryError` if any file differs from the version's manifest."""
+    def checked_path(self, name: str, version: str) -> Path:
+        """The version's directory after checking every file listed in its manifest.
+
+        Raises `ChecksumError` naming each file that is missing or whose SHA-256 differs.
+        """
         path = self.get(name, version).path
+        bad = mismatched_files(path, _read(path / MANIFEST_FILE, Manifest).files)
+        if bad:
+            raise ChecksumError(
+                f"{name} {version}: {', '.join(bad)} missing or not matching the SHA-256 in "
+                f"{path / MANIFEST_FILE} (corrupt, truncated or edited; versions are "
+                "immutable): restore the version from a copy or register a new one",
+                tuple(bad),
+            )
+        return path
+
+    def verify(self, name: str, version: str) -> None:
+        """Raise `RegistryError` if any file differs from the version's manifest or is extra."""
+        path = self.checked_path(name, version)
         manifest = _read(path / MANIFEST_FILE, Manifest)
         present = {p.name for p in path.iterdir() if p.is_file()} - {MANIFEST_FILE}
-        changed = sorted(
-            f
-            for f, digest in manifest.files.items()
-            if not (path / f).is_file() or sha256_file(path / f) != digest
-        )
         extra = sorted(present - set(manifest.files))
-        if changed or extra:
+        if extra:
             raise RegistryError(
-                f"{name} {version} was modified (changed: {changed}, added: {extra}); "
-                "versions are immutable: register a new version instead"
+                f"{name} {version} has files its manifest does not list ({extra}); versions "
+                "are immutable: remove them or register a new version instead"
             )
 
     # ---- writing ----
@@ -253,7 +264,7 @@ class Registry:
         model_dir = self.root / check_model_name(name)
         if not model_dir.is_dir():
             known = ", ".join(self.model_names()) or "none"
-            raise RegistryError(
+            raise ModelNotFoundError(
                 f"no model {name!r} under {self.root} (known: {known}); train and register "
                 "one first, or point --registry / FRAUD_REGISTRY_DIR at the right directory"
             )

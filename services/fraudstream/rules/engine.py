@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +85,30 @@ class RulePack:
         return outcomes
 
 
-class RuleSource:
-    """A rule pack file watched for changes; a broken edit keeps the last good pack."""
+def _ignore(_value: str) -> None:
+    """Default callback."""
 
-    def __init__(self, path: Path) -> None:
+
+class RuleSource:
+    """A rule pack file watched for changes; a broken edit keeps the last good pack.
+
+    `on_reload(version)` runs after a new pack is active, `on_reload_error(message)` after
+    each failed reload (a broken edit, or the file becoming unreadable: reported once, not
+    on every batch); both may be assigned after construction. The pack loaded at
+    construction is reported to neither: read `pack.version`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_reload: Callable[[str], None] = _ignore,
+        on_reload_error: Callable[[str], None] = _ignore,
+    ) -> None:
         self.path = path
-        self._stamp = self._read_stamp()
+        self.on_reload = on_reload
+        self.on_reload_error = on_reload_error
+        self._stamp: tuple[int, int] | None = self._read_stamp()
         self.pack = RulePack.from_yaml(path.read_text(), str(path))
         self.last_error: str | None = None
 
@@ -102,7 +121,9 @@ class RuleSource:
         try:
             stamp = self._read_stamp()
         except OSError as exc:
-            self.last_error = f"{self.path}: {exc}"
+            if self._stamp is not None:  # report the file going away once, not every batch
+                self._stamp = None
+                self._failed(f"{self.path}: {exc}")
             return False
         if stamp == self._stamp:
             return False
@@ -110,9 +131,14 @@ class RuleSource:
         try:
             self.pack = RulePack.from_yaml(self.path.read_text(), str(self.path))
         except (ConfigurationError, OSError) as exc:
-            self.last_error = str(exc)
-            _log.error("keeping rule pack %s: %s", self.pack.version, exc)
+            self._failed(str(exc))
             return False
         self.last_error = None
         _log.info("loaded rule pack %s (%d rules)", self.pack.version, len(self.pack))
+        self.on_reload(self.pack.version)
         return True
+
+    def _failed(self, message: str) -> None:
+        self.last_error = message
+        _log.error("keeping rule pack %s: %s", self.pack.version, message)
+        self.on_reload_error(message)

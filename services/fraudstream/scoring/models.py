@@ -79,7 +79,7 @@ def load_model_set(registry: Registry, name: str, previous: ModelSet | None = No
     except ModelNotFoundError as exc:
         _log.warning("no models: %s", exc)
         return ModelSet()
-    wanted = {v.stage: v for v in versions if v.stage in ROLES}  # at most one per stage
+    wanted = _staged(versions)
     errors: list[str] = []
     specs: dict[Stage, FeatureSpec] = {}
     for stage, version in wanted.items():
@@ -105,6 +105,16 @@ def load_model_set(registry: Registry, name: str, previous: ModelSet | None = No
         canary_share=(canary.canary_share or 0.0) if canary else 0.0,
         pipeline=FeaturePipeline(spec), errors=tuple(errors),
     )  # fmt: skip
+
+
+def _staged(versions: list[ModelVersion]) -> dict[Stage, ModelVersion]:
+    """The version in each serving role, champion first (its spec leads the scoring spec)."""
+    staged = {}
+    for stage in ROLES:
+        version = next((v for v in versions if v.stage is stage), None)
+        if version is not None:
+            staged[stage] = version
+    return staged
 
 
 def _left_out(version: ModelVersion, stage: Stage, exc: Exception) -> str:
