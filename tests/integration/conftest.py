@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudstream import kafka_clients
+from fraudstream.localstack.redis_cluster import RedisCluster
 from fraudstream.localstack.stack import Endpoints, LocalStack
 from fraudstream.settings import CommonSettings
 
@@ -137,3 +138,18 @@ def consume_n(consumer: Consumer, n: int, timeout_s: float = 30.0) -> list[Messa
             pytest.fail(f"consumer error: {error}")
         got.append(message)
     return got
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A private 3-primary Redis Cluster, started once and only if a test asks for it.
+
+    Its `url` is a startup URL for `redis.cluster.RedisCluster.from_url`; `ports` lists
+    every node. Needs no Kafka.
+    """
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start(nodes=3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

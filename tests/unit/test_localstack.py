@@ -11,6 +11,7 @@ import pytest
 
 from fraudstream.errors import InfrastructureUnavailable, LocalStackError
 from fraudstream.localstack import kafka, processes
+from fraudstream.localstack.redis_cluster import RedisCluster
 from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.settings import CommonSettings
 
@@ -78,3 +79,13 @@ def test_cluster_ids_are_kafka_uuids_that_never_look_like_flags() -> None:
     ids = {kafka.cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_redis_cluster_needs_three_primaries_and_a_start_for_its_url(tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path)
+    with pytest.raises(LocalStackError, match="at least 3"):
+        cluster.start(nodes=2)
+    with pytest.raises(LocalStackError, match="not started"):
+        _ = cluster.url
+    assert cluster.ports == []
+    assert not cluster.stop()

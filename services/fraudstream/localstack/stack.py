@@ -154,13 +154,12 @@ class LocalStack:
     def _await_ready(self, state: StackState, say: Say) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         kafka_log = self.state_dir / "kafka" / "kafka.log"
-        while not local_redis.ping(state.redis_port):
-            if not processes.is_alive(state.redis_pid):  # its title is rewritten at start
-                log = processes.tail(self.state_dir / "redis" / "redis.log")
-                raise LocalStackError(f"redis-server exited during startup:\n{log}")
-            if time.monotonic() > deadline:
-                raise LocalStackError("redis-server did not answer PING in time")
-            time.sleep(0.1)
+        local_redis.await_ping(
+            state.redis_pid,
+            state.redis_port,
+            self.state_dir / "redis",
+            self.settings.startup_timeout_s,
+        )
         while not kafka_ready(state.kafka_bootstrap):
             if not processes.is_alive(state.kafka_pid):
                 raise LocalStackError(f"Kafka exited during startup:\n{processes.tail(kafka_log)}")
