@@ -52,3 +52,11 @@ def consumer(
     }
     config.update(overrides or {})
     return Consumer(config)
+
+
+def partition_count(client: Consumer, topic: str, timeout_s: float = 30.0) -> int:
+    """How many partitions `topic` has (0 when it does not exist)."""
+    found = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if found is None or found.error is not None:
+        return 0
+    return len(found.partitions)

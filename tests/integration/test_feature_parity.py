@@ -1,25 +1,38 @@
-"""Offline replay (training) and online serving (Redis state) give bit-identical features."""
+"""Offline replay (training) and the running scorer agree to the bit.
+
+Labels and then payments are produced to Kafka; the real scorer loop and its label folder
+consume them; afterwards every entity's state in Redis, every merchant's label book and
+every decision's score equal what the training replay computes from the same history.
+"""
 
 from __future__ import annotations
 
 import itertools
-import uuid
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
-import redis
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from fraudstream.contracts import Label, LabelSource, Transaction, Verdict
-from fraudstream.features.compute import Event
-from fraudstream.features.pipeline import FeaturePipeline, apply_label, replay, state_keys, timeline
-from fraudstream.features.spec import FeatureConfig
-from fraudstream.features.state import Entity
+from fraudstream.contracts import Label, LabelSource, Transaction, Verdict, encode
+from fraudstream.features.pipeline import StateCache, label_books, replay
+from fraudstream.features.state import LAYOUTS, Entity
 from fraudstream.localstack.stack import Endpoints
-from fraudstream.scoring.state import ScorerState
-from fraudstream.scoring.state import redis_client as scorer_redis
+from fraudstream.scoring.labels import LabelFolder
+from fraudstream.scoring.service import build
 from fraudstream.simulator.population import legit_transactions, make_population
+from tests.integration.conftest import consume_n
+from tests.integration.scorer_support import deployment_env, settings_from_env, train_small_model
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
+_TXIDS = LAYOUTS[Entity.CARD].slot("transactions")  # serving's duplicate check only
 
 
 def _history(n: int) -> tuple[list[Transaction], list[Label]]:
@@ -33,44 +46,103 @@ def _history(n: int) -> tuple[list[Transaction], list[Label]]:
         )
         for tx in txs[::40]
     ]  # fmt: skip
+    # A repeated label (a feed sending twice) and a later second verdict count once.
+    labels += [labels[0], labels[1].model_copy(update={"source": LabelSource.REVIEWER,
+               "labelled_at": labels[1].labelled_at + timedelta(days=2)})]  # fmt: skip
     return txs, labels
 
 
-def test_replay_and_redis_serving_agree_to_the_bit(
-    redis_client: redis.Redis, endpoints: Endpoints
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("registry")
+    assert train_small_model(root).promoted
+    return root
+
+
+@contextmanager
+def _serving(env: dict[str, str]) -> Iterator[tuple[object, LabelFolder]]:
+    settings = settings_from_env(env)
+    loop, watcher = build(settings)
+    assert loop.scorer.state is not None
+    folder = LabelFolder(settings, loop.bootstrap, loop.scorer.state)
+    stop = threading.Event()
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    folder.start()
+    worker.start()
+    try:
+        yield watcher, folder
+    finally:
+        stop.set()
+        worker.join(30)
+        folder.stop()
+    assert not worker.is_alive()
+
+
+def _await(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_running_scorer_and_the_training_replay_agree_to_the_bit(
+    endpoints: Endpoints,
+    registry_dir: Path,
+    admin: AdminClient,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
 ) -> None:
     txs, labels = _history(3000)
     assert txs[-1].event_time - txs[0].event_time > timedelta(days=5)  # windows and labels matter
-    pipeline = FeaturePipeline(FeatureConfig(producer_features={"auth_3ds": None}).resolve())
+    # One input partition: each entity has one part, which must equal the replay's state.
+    env = deployment_env(endpoints, registry_dir, admin, FRAUD_TOPIC_PARTITIONS="1")
+    settings = settings_from_env(env)
+    producer = make_producer()
+    for label in labels:  # labels first: each must count from its labelled_at, not earlier
+        producer.produce(settings.topic_labels, encode(label), key=label.transaction_id.encode())
+    assert producer.flush(30) == 0
+    reader = make_consumer(settings.topic_decisions)
+    with _serving(env) as (watcher, folder):
+        state = folder.state
+        ends = {q: admin_end(make_consumer, settings.topic_labels, q) for q in range(3)}
+        _await(lambda: all((c := state.checkpoint(q, labels=True)) is not None
+                           and c.offset >= end for q, end in ends.items()),
+               "labels to be folded")  # fmt: skip
+        for tx in txs:
+            producer.produce(settings.topic_transactions, encode(tx), key=tx.card_token.encode())
+            producer.poll(0)
+        assert producer.flush(30) == 0
+        decisions = [orjson.loads(m.value() or b"") for m in consume_n(reader, len(txs), 120)]
+        pipeline = watcher.current.pipeline  # type: ignore[attr-defined]
+        champion = watcher.current.champion  # type: ignore[attr-defined]
+        assert champion is not None
+        offline_states = StateCache()
+        offline = replay(pipeline, txs, labels, batch_size=10_000, states=offline_states)
+        loaded = state.load(list(offline_states))
 
-    offline = replay(pipeline, txs, labels, batch_size=10_000)
-
-    # The scorer's own Redis state path (its read and write scripts), unfenced here.
-    store = ScorerState(
-        scorer_redis(endpoints.redis_url, 2000), prefix=f"parity-{uuid.uuid4().hex[:8]}"
-    )
-    online_parts = []
-    for step in timeline(txs, labels, batch_size=64):  # the scorer's micro-batches
-        if step.label is not None:
-            key = (Entity.MERCHANT, step.label.merchant_id or "")
-            states = store.load([key], [], {}).states
-            apply_label(step.label, states)
-            store.save(states, {}, {})
-            continue
-        events = [Event.from_transaction(tx) for tx in step.transactions]
-        keys = list(dict.fromkeys(k for ev in events for k in state_keys(ev)))
-        states = store.load(keys, [], {}).states
-        online_parts.append(pipeline.transform(events, states))
-        store.save(states, {}, {})
-    online = np.vstack(online_parts)
-
-    assert offline.shape == (len(txs), len(pipeline.spec.names))
-    assert np.array_equal(offline.view(np.uint32), online.view(np.uint32))
-    # The comparison is meaningful: features vary and labels reached merchant state.
+    assert len(decisions) == len(txs)
+    assert not [d for d in decisions if d["path"] == "degraded"]
+    for key, expected in offline_states.items():
+        online = np.array(loaded.states[key][0])
+        expected_arr = np.array(expected)
+        if key[0] is Entity.CARD:  # serving also remembers recent ids, training does not
+            online[_TXIDS.offset : _TXIDS.offset + _TXIDS.width] = 0.0
+        assert online.tobytes() == expected_arr.tobytes(), key
+    books = label_books(labels)
+    assert {m: b.entries for m, b in loaded.labels.items()} == {
+        m: b.entries for m, b in books.items()
+    }
+    # The decisions' scores come from the same feature rows the replay computes.
     names = pipeline.spec.names
-    assert np.nanstd(offline[:, names.index("card_count_1d")]) > 0
     assert np.nanmax(offline[:, names.index("merchant_fraud_labels_30d")]) > 0
-    keys = list(redis_client.scan_iter(match=f"{store.prefix}:card:*", count=1000))
-    assert keys
-    ttl = int(redis_client.ttl(keys[0]))  # type: ignore[arg-type]
-    assert 0 < ttl <= 61 * 86400
+    expected_scores = champion.predict(offline)[0]
+    by_id = {d["transaction_id"]: d["score"] for d in decisions}
+    online_scores = np.array([by_id[tx.transaction_id] for tx in txs], dtype=np.float64)
+    assert np.allclose(online_scores, expected_scores, rtol=0, atol=1e-9)
+
+
+def admin_end(make_consumer: Callable[..., Consumer], topic: str, partition: int) -> int:
+    """The end offset of one partition."""
+    consumer = make_consumer(topic)
+    _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    return int(high)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -14,12 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
 
-import numpy as np
 import orjson
 import pytest
-import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import (
     AdminClient,
@@ -30,16 +26,13 @@ from confluent_kafka.admin import (
 )
 
 from fraudstream.contracts import Decision, Transaction, decode, encode
-from fraudstream.features.compute import Event
-from fraudstream.features.pipeline import FeaturePipeline, StateCache
-from fraudstream.features.state import Entity, decode_state
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry, Stage
-from fraudstream.scoring.model import scoring_spec
 from fraudstream.scoring.runner import ScorerLoop
 from fraudstream.scoring.service import Observability, build
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
+from tests.integration import crash
 from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import (
     deployment_env,
@@ -118,10 +111,12 @@ def test_every_input_yields_one_decision_or_one_dead_letter(
         orjson.dumps({**txs[0].model_dump(mode="json"), "transaction_id": "pan-1",
                       "card_token": "4111111111111111"}),
         b"x" * (settings.max_message_bytes + 1),
-        encode(txs[1]),  # the same transaction id again: a duplicate
     ]  # fmt: skip
     for value in bad:
         producer.produce(settings.topic_transactions, value, key=b"bad")
+    # The same transaction again, as a producer's retry sends it: a duplicate.
+    producer.produce(settings.topic_transactions, encode(txs[1]), key=txs[1].card_token.encode())
+    bad.append(encode(txs[1]))
     producer.flush(30)
 
     loop, watcher = build(settings)
@@ -202,76 +197,28 @@ def test_kill_minus_nine_loses_and_doubles_nothing(  # noqa: PLR0917 - pytest fi
     seed: int,
     delivery: str,
     scorer_env: dict[str, str],
-    endpoints: Endpoints,
     tmp_path: Path,
     make_producer: Callable[..., Producer],
     make_consumer: Callable[..., Consumer],
 ) -> None:
-    scorer_env = {**scorer_env, "FRAUD_SCORER_DELIVERY": delivery}
-    settings = _settings(scorer_env)
-    txs = _transactions(3000, seed=40 + seed)
-    rng = random.Random(seed)
-    producer = make_producer()
-    feeder = threading.Thread(
-        target=_produce, args=(producer, settings.topic_transactions, txs), daemon=True
-    )
-    log = tmp_path / "scorer.log"
-    reader = make_consumer(settings.topic_decisions)  # reads during the faults too
-    seen: list[bytes] = []
-    feeder.start()
-    for stop_signal in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
-        started = log.read_text().count("assigned") if log.exists() else 0
-        proc = _start_scorer(scorer_env, log)
-        target = len(seen) + rng.randint(150, 700)
-        seen += [m.value() or b"" for m in consume_n(reader, target - len(seen), timeout_s=60)]
-        if stop_signal == signal.SIGTERM:  # once it runs (a stop during imports is a plain kill)
-            _await_log(log, "assigned", more_than=started)
-        os.kill(proc.pid, stop_signal)  # SIGTERM lands mid-traffic: the batch must finish
-        code = proc.wait(30)
-        if stop_signal == signal.SIGTERM:
-            assert code == 0, log.read_text()[-3000:]
-    feeder.join(60)
-    proc = _start_scorer(scorer_env, log)
-    try:
-        undecided = {tx.transaction_id for tx in txs} - {orjson.loads(v)["transaction_id"]
-                                                         for v in seen}  # fmt: skip
-        deadline = time.monotonic() + 120
-        while undecided:  # at least once: repeats must not count as progress
-            assert time.monotonic() < deadline, f"{len(undecided)} inputs not decided in time"
-            more = [m.value() or b"" for m in consume_n(reader, len(undecided), timeout_s=5)]
-            undecided -= {orjson.loads(v)["transaction_id"] for v in more}
-            seen += more
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()[-3000:]
-    ids = Counter(orjson.loads(v)["transaction_id"] for v in seen)
-    missing = {tx.transaction_id for tx in txs} - set(ids)
-    assert not missing, f"{len(missing)} inputs without a decision"
-    if delivery == "exactly_once":
-        doubled = {i: c for i, c in ids.items() if c > 1}
-        assert not doubled, f"duplicates: {list(doubled.items())[:5]}"
-    else:  # a replay may decide again, with the same bytes: consumers deduplicate by id
-        assert len(set(seen)) == len(txs), "a repeated decision differs from the first"
-    assert consume_n(reader, 1, timeout_s=3) == []  # and nothing more arrives
-    _assert_card_state_matches_a_clean_pass(endpoints, scorer_env, txs)
+    """kill -9, SIGTERM, kill -9 at random moments of the traffic (tests/integration/crash.py)."""
+    env = {**scorer_env, "FRAUD_SCORER_DELIVERY": delivery}
+    crash.run(env, make_producer, make_consumer, tmp_path, seed=seed)
 
 
-def _assert_card_state_matches_a_clean_pass(
-    endpoints: Endpoints, env: dict[str, str], txs: list[Transaction]
+@pytest.mark.parametrize("point", crash.FAULT_POINTS)
+def test_kill_at_each_fault_point_loses_and_doubles_nothing(
+    point: str,
+    scorer_env: dict[str, str],
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
 ) -> None:
-    """Card state after crashes equals one clean pass (per-card order is the partition's)."""
-    pipeline = FeaturePipeline(scoring_spec(None))
-    clean = StateCache()
-    for tx in txs:
-        pipeline.transform([Event.from_transaction(tx)], clean)
-    client = redis.Redis.from_url(endpoints.redis_url)
-    prefix = f"{env['FRAUD_REDIS_PREFIX']}:fs"
-    cards = sorted({tx.card_token for tx in txs})
-    blobs = cast(list[bytes | None], client.mget([f"{prefix}:card:{card}" for card in cards]))
-    for card, blob in zip(cards, blobs, strict=True):
-        stored = np.array(decode_state(Entity.CARD, blob))
-        expected = np.array(clean[(Entity.CARD, card)])
-        assert np.array_equal(stored, expected, equal_nan=True), f"card {card} differs"
+    """kill -9 at a chosen point of the 4th batch, then of the 3rd after the restart: before
+    the commit, mid-produce, after the commit but before the Redis write, after it."""
+    env = {**scorer_env, "FRAUD_SCORER_BATCH_MAX": "100"}  # many batches, many points
+    stops = (crash.Stop(fault=f"{point}:4"), crash.Stop(fault=f"{point}:3"))
+    crash.run(env, make_producer, make_consumer, tmp_path, seed=11, stops=stops, n=1500)
 
 
 def test_hot_swap_shadow_then_promote_without_restart_or_loss(

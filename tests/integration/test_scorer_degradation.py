@@ -36,7 +36,11 @@ from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.state import CircuitBreaker
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
-from tests.integration.scorer_support import deployment_env, train_small_model
+from tests.integration.scorer_support import (
+    assert_state_matches_a_clean_pass,
+    deployment_env,
+    train_small_model,
+)
 from tests.integration.scorer_support import settings_from_env as _settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,8 +335,9 @@ def _run_outage(
     )
 
 
-def _assert_degraded_then_recovered(outage: Outage) -> None:
-    """Exactly once throughout, degraded while Redis is gone, fast, and then healthy again."""
+def _assert_degraded_then_recovered(outage: Outage, env: dict[str, str]) -> None:
+    """Exactly once throughout, degraded while Redis is gone, fast, and then healthy again;
+    and no state update lost: the degraded decisions' updates were replayed from the log."""
     ids = Counter(d.transaction_id for d in outage.decisions)
     assert set(ids) == {tx.transaction_id for tx in outage.produced}
     assert max(ids.values()) == 1, f"duplicates: {[i for i, c in ids.items() if c > 1][:5]}"
@@ -367,6 +372,7 @@ def _assert_degraded_then_recovered(outage: Outage) -> None:
     longest = max((len(list(g)) for k, g in itertools.groupby(runs) if k), default=0)
     assert longest < TRIP_AFTER, f"{longest} degraded batches in a row after recovery"
     assert outage.breaker_state == CircuitBreaker.CLOSED
+    assert_state_matches_a_clean_pass(env)
 
 
 def test_redis_killed_mid_traffic_degrades_then_recovers_when_restarted_empty(
@@ -380,7 +386,7 @@ def test_redis_killed_mid_traffic_degrades_then_recovers_when_restarted_empty(
         env, make_producer(), make_consumer(env["FRAUD_TOPIC_DECISIONS"]),
         fault=own_redis.kill, heal=own_redis.start,
     )  # fmt: skip
-    _assert_degraded_then_recovered(outage)
+    _assert_degraded_then_recovered(outage, env)
     assert own_redis.starts == 2
     assert own_redis.keys() > 0, "no state was written to the restarted Redis"
 
@@ -402,7 +408,7 @@ def test_redis_paused_costs_milliseconds_per_batch_and_no_retry_storm(
         env, make_producer(), make_consumer(env["FRAUD_TOPIC_DECISIONS"]),
         fault=pause, heal=own_redis.resume,
     )  # fmt: skip
-    _assert_degraded_then_recovered(outage)
+    _assert_degraded_then_recovered(outage, env)
     # An attempt on a frozen Redis times out after 25 ms and drops its connection; the
     # kernel still accepts the next one, and Redis counts them all once it runs again. The
     # breaker allows TRIP_AFTER attempts, then one probe per cooldown, then one reconnect

@@ -129,7 +129,9 @@ def test_record_that_fits_is_not_cut() -> None:
 
 
 def test_oversized_headers_are_dropped_largest_first() -> None:
-    headers = [("small", b"a"), ("huge", b"h" * 5000), ("medium", b"m" * 1000)]
+    headers: list[tuple[str, bytes | None]] = [
+        ("small", b"a"), ("huge", b"h" * 5000), ("medium", b"m" * 1000)
+    ]  # fmt: skip
     record = _letter(b"v" * 100, headers=headers, max_bytes=2500)
     assert len(encode(record)) <= 2500
     assert [h.key for h in record.headers] == ["small", "medium"]

@@ -240,6 +240,8 @@ class DeadLetterReason(StrEnum):
     EMPTY = "empty"
     DUPLICATE_ID = "duplicate_id"
     EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+    OUTPUT_TOO_LARGE = "output_too_large"  # its decision or review case exceeds the topic's limit
+    POISON = "poison"  # the batch failed twice the same way: isolated and set aside
     PROCESSING_ERROR = "processing_error"
 
 

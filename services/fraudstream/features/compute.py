@@ -15,7 +15,6 @@ from fraudstream.contracts import Channel, Transaction
 from fraudstream.features.state import (
     DAY,
     HOUR,
-    LABEL_WINDOW_S,
     LAYOUTS,
     NAN,
     Entity,
@@ -232,37 +231,17 @@ MERCHANT_FEATURES = (
 )  # fmt: skip
 
 
-def merchant_features(state: list[float], ev: Event) -> list[float]:
-    """The merchant's traffic and its fraud labels known so far (updates its state);
-    values in the order of `MERCHANT_FEATURES`."""
+def merchant_features(state: list[float], ev: Event, labels: float = 0.0) -> list[float]:
+    """The merchant's traffic and `labels`, its decayed fraud label count known at the
+    event's time (`features.labels`); updates its state; values in the order of
+    `MERCHANT_FEATURES`."""
     layout = _MERCHANT
     advance(state, layout, ev.ts)
     n = len(layout.windows)
     count_30d, sum_30d = state[n], state[2 * n]
-    labels = _labels_now(state, layout, ev.ts)
     ratio = _ratio_to_mean(ev.amount, count_30d, sum_30d)
     add(state, layout, ev.ts, ev.amount)
     return [ratio, labels, labels / (count_30d + 1.0), *_windows(state, n)]
-
-
-def _labels_now(state: list[float], layout: Layout, ts: float) -> float:
-    label_ts = state[layout.index("label_ts")]
-    if math.isnan(label_ts):
-        return 0.0
-    return state[layout.index("fraud_labels_30d")] * math.exp(
-        -max(ts - label_ts, 0.0) / LABEL_WINDOW_S
-    )
-
-
-def apply_fraud_label(state: list[float], ts: float) -> None:
-    """Count a fraud label for a merchant at the time it became known (not the event time)."""
-    layout = LAYOUTS[Entity.MERCHANT]
-    current = _labels_now(state, layout, ts)
-    label_ts = state[layout.index("label_ts")]
-    state[layout.index("fraud_labels_30d")] = current + 1.0
-    state[layout.index("label_ts")] = ts if math.isnan(label_ts) else max(ts, label_ts)
-    if math.isnan(state[0]):
-        state[0] = ts  # so the TTL applies to label-only merchants too
 
 
 def shared_features(entity: Entity) -> tuple[str, ...]:

@@ -1,27 +1,29 @@
 """The one feature pipeline: events plus entity states in, a float32 matrix out.
 
 Training replays history through `replay` with states in a dict; the scorer loads the
-batch's states from Redis (`scoring.state.ScorerState`), calls the same `FeaturePipeline.transform`
-and writes them back. Labels update merchant state at the time they became known, so a
-replay never sees a label before the payment it would have been available for.
+batch's states from Redis (`scoring.state.ScorerState`, split by input partition), calls
+`FeaturePipeline.transform_parts` (the same maths) and writes them back. Merchant fraud
+labels are kept as label times (`features.labels`): a payment sees only the labels known
+at its own time, so neither path can see a label early.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from fraudstream.contracts import Label, Transaction, Verdict
 from fraudstream.features import compute
 from fraudstream.features.compute import Event
+from fraudstream.features.labels import LabelBook
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
-from fraudstream.features.state import LAYOUTS, Entity, Layout, combine
+from fraudstream.features.state import LAYOUTS, Entity, Layout, combine, id_hash
 
 StateKey = tuple[Entity, str]
 PartKey = tuple[Entity, str, int]  # an entity's part written by one input partition
-_EntityMaths = Callable[[list[float], Event], list[float]]
+_EntityMaths = Callable[..., list[float]]  # (state, event, *extra) -> feature values
+LabelBooks = Mapping[str, LabelBook]  # merchant id -> its fraud labels
 
 
 class StateCache(dict[StateKey, list[float]]):
@@ -77,8 +79,11 @@ class FeaturePipeline:
             (n.removeprefix(PRODUCER_PREFIX), spec.producer_default(n)) for n in producer
         ]
 
-    def transform(self, events: Sequence[Event], states: StateCache) -> np.ndarray:
-        """One row per event, in order; each event sees the states left by the previous."""
+    def transform(
+        self, events: Sequence[Event], states: StateCache, labels: LabelBooks | None = None
+    ) -> np.ndarray:
+        """One row per event, in order; each event sees the states left by the previous,
+        and the merchant fraud labels in `labels` known at its time."""
         rows = []
         pick, producer = self._pick, self._producer
         for ev in events:
@@ -87,7 +92,9 @@ class FeaturePipeline:
             row = [
                 *compute.event_features(ev),
                 *compute.card_features(states[(Entity.CARD, ev.card)], ev),
-                *compute.merchant_features(states[(Entity.MERCHANT, ev.merchant)], ev),
+                *compute.merchant_features(
+                    states[(Entity.MERCHANT, ev.merchant)], ev, _labels_at(labels, ev)
+                ),
                 *compute.shared_entity_features(Entity.DEVICE, device, ev),
                 *compute.shared_entity_features(Entity.IP, ip, ev),
             ]
@@ -107,6 +114,7 @@ class FeaturePipeline:
         partitions: Sequence[int],
         states: PartStates,
         transaction_ids: Sequence[float] | None = None,
+        labels: LabelBooks | None = None,
     ) -> tuple[np.ndarray, list[bool]]:
         """Like `transform`, with states split by input partition: each event reads the
         combination of its entities' parts and updates only its own partition's part
@@ -130,7 +138,7 @@ class FeaturePipeline:
                 *compute.event_features(ev),
                 *_on_parts(compute.card_features, states, (Entity.CARD, ev.card), partition, ev),
                 *_on_parts(compute.merchant_features, states, (Entity.MERCHANT, ev.merchant),
-                           partition, ev),
+                           partition, ev, _labels_at(labels, ev)),
                 *(_on_parts(_DEVICE, states, (Entity.DEVICE, ev.device), partition, ev)
                   if ev.device is not None else _NO_DEVICE),
                 *(_on_parts(_IP, states, (Entity.IP, ev.ip), partition, ev)
@@ -164,59 +172,34 @@ def _IP(state: list[float], ev: Event) -> list[float]:
 
 
 def _on_parts(
-    maths: _EntityMaths, states: PartStates, key: StateKey, partition: int, ev: Event
-) -> list[float]:
+    maths: _EntityMaths, states: PartStates, key: StateKey, partition: int, ev: Event,
+    *extra: float,
+) -> list[float]:  # fmt: skip
     """The entity's features from all its parts; only `partition`'s part is updated."""
     own = states.own(key, partition)
     parts = states[key]
     if len(parts) == 1:
-        return maths(own, ev)
+        return maths(own, ev, *extra)
     view = combine(LAYOUTS[key[0]], list(parts.values()))
-    values = maths(view, ev)
-    maths(own, ev)
+    values = maths(view, ev, *extra)
+    maths(own, ev, *extra)
     return values
 
 
-def apply_label(label: Label, states: StateCache) -> None:
-    """Fold a label into the state it informs (fraud labels raise merchant risk)."""
-    if label.verdict is Verdict.FRAUD and label.merchant_id is not None:
-        compute.apply_fraud_label(
-            states[(Entity.MERCHANT, label.merchant_id)], label.labelled_at.timestamp()
-        )
+def _labels_at(labels: LabelBooks | None, ev: Event) -> float:
+    book = labels.get(ev.merchant) if labels else None
+    return book.count_at(ev.ts) if book is not None else 0.0
 
 
-@dataclass(frozen=True)
-class Step:
-    """One item of a replay timeline: a batch of transactions or a label."""
-
-    transactions: tuple[Transaction, ...] = ()
-    label: Label | None = None
-
-
-def timeline(
-    transactions: Iterable[Transaction], labels: Iterable[Label], batch_size: int
-) -> Iterator[Step]:
-    """Merge transactions (by event time) and labels (by the time they became known).
-
-    A label is applied before every transaction at or after its `labelled_at`; runs of
-    transactions between labels come in batches of at most `batch_size`.
-    """
-    pending = sorted(labels, key=lambda label: label.labelled_at)
-    next_label = 0
-    batch: list[Transaction] = []
-    for tx in transactions:
-        while next_label < len(pending) and pending[next_label].labelled_at <= tx.event_time:
-            if batch:
-                yield Step(transactions=tuple(batch))
-                batch = []
-            yield Step(label=pending[next_label])
-            next_label += 1
-        batch.append(tx)
-        if len(batch) >= batch_size:
-            yield Step(transactions=tuple(batch))
-            batch = []
-    if batch:
-        yield Step(transactions=tuple(batch))
+def label_books(labels: Iterable[Label]) -> dict[str, LabelBook]:
+    """Each merchant's fraud labels, as the scorer keeps them: a transaction counts once,
+    from its earliest fraud label (`features.labels`)."""
+    books: dict[str, LabelBook] = {}
+    for label in labels:
+        if label.verdict is Verdict.FRAUD and label.merchant_id is not None:
+            book = books.setdefault(label.merchant_id, LabelBook())
+            book.add(label.labelled_at.timestamp(), id_hash(label.transaction_id))
+    return books
 
 
 def replay(
@@ -224,16 +207,21 @@ def replay(
     transactions: Iterable[Transaction],
     labels: Iterable[Label] = (),
     batch_size: int = 10_000,
+    states: StateCache | None = None,
 ) -> np.ndarray:
-    """Features for time-ordered history, as the scorer would have computed them."""
-    states = StateCache()
-    parts = []
-    for step in timeline(transactions, labels, batch_size):
-        if step.label is not None:
-            apply_label(step.label, states)
-        else:
-            events = [Event.from_transaction(tx) for tx in step.transactions]
-            parts.append(pipeline.transform(events, states))
+    """Features for time-ordered history, as the scorer would have computed them. A label
+    counts for payments at or after its `labelled_at` only, so no label leaks backwards.
+    `states` (empty by default) is left holding every entity's final state."""
+    states = StateCache() if states is None else states
+    books = label_books(labels)
+    parts, batch = [], []
+    for tx in transactions:
+        batch.append(Event.from_transaction(tx))
+        if len(batch) >= batch_size:
+            parts.append(pipeline.transform(batch, states, books))
+            batch = []
+    if batch:
+        parts.append(pipeline.transform(batch, states, books))
     if not parts:
         return np.empty((0, len(pipeline.spec.names)), dtype=np.float32)
     return np.vstack(parts)

@@ -89,7 +89,7 @@ class Layout:
         state = [0.0] * self.width
         state[0] = NAN
         for name in self.extra:
-            if name.startswith("loc_") or name == "label_ts":
+            if name.startswith("loc_"):
                 state[self.index(name)] = NAN
         return state
 
@@ -107,7 +107,7 @@ LAYOUTS: dict[Entity, Layout] = {
         Entity.MERCHANT,
         windows=(HOUR, DAY, 7 * DAY, 30 * DAY),
         ttl_s=90 * DAY,
-        extra=("fraud_labels_30d", "label_ts"),
+        extra=(),
     ),
     Entity.DEVICE: Layout(Entity.DEVICE, (HOUR, DAY), 30 * DAY, extra=(), slots=(("cards", 4),)),
     Entity.IP: Layout(Entity.IP, (HOUR, DAY), 30 * DAY, extra=(), slots=(("cards", 4),)),
@@ -145,7 +145,7 @@ def id_hash(value: str) -> float:
 
 # Version of the layouts above: bump it whenever a layout changes. Stored parts and the
 # per-partition checkpoints carry it; a mismatch makes the scorer rebuild from the log.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 _PART_HEAD = struct.Struct("<BIq")  # layout version, partition epoch, last applied offset
 
 
@@ -214,8 +214,7 @@ def combine(layout: Layout, parts: list[list[float]]) -> list[float]:
 
 
 def _combine_extra(layout: Layout, parts: list[list[float]], out: list[float]) -> None:
-    """Named scalars: the location of the latest located part; labels summed, decayed to
-    the latest label time (the same 30-day window as the label maths)."""
+    """Named scalars: the location of the latest located part."""
     if "loc_ts" in layout.extra:
         at = [layout.index(n) for n in ("loc_ts", "loc_lat", "loc_lon")]
         located = [p for p in parts if not math.isnan(p[at[0]])]
@@ -223,15 +222,6 @@ def _combine_extra(layout: Layout, parts: list[list[float]], out: list[float]) -
             best = max(located, key=lambda p: p[at[0]])
             for i in at:
                 out[i] = best[i]
-    if "label_ts" in layout.extra:
-        ts_at, count_at = layout.index("label_ts"), layout.index("fraud_labels_30d")
-        labelled = [p for p in parts if not math.isnan(p[ts_at])]
-        if labelled:
-            latest = max(p[ts_at] for p in labelled)
-            out[ts_at] = latest
-            out[count_at] = sum(
-                p[count_at] * math.exp(-(latest - p[ts_at]) / LABEL_WINDOW_S) for p in labelled
-            )
 
 
-LABEL_WINDOW_S = 30 * DAY  # merchant fraud labels decay over 30 days
+

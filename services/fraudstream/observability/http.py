@@ -35,6 +35,7 @@ class HealthState:
         self._model_loaded = False
         self._rules_only_allowed = False
         self._model_watcher_problem: str | None = None
+        self._rebuilding = False
 
     def mark_progress(self) -> None:
         """Record a loop iteration (idle polls included)."""
@@ -62,6 +63,11 @@ class HealthState:
         with self._lock:
             self._model_watcher_problem = None if ok else (reason or "reload failed")
 
+    def set_rebuilding(self, rebuilding: bool) -> None:
+        """Record whether feature state is being rebuilt from the log (not ready meanwhile)."""
+        with self._lock:
+            self._rebuilding = rebuilding
+
     def live(self, now: float | None = None) -> tuple[bool, str]:
         """Alive while the loop made progress within the liveness timeout."""
         now = self._clock() if now is None else now
@@ -87,6 +93,8 @@ class HealthState:
             return False, "no model loaded and rules-only serving is not allowed"
         if watcher_problem is not None:
             return False, f"model watcher: {watcher_problem}"
+        if self._rebuilding:
+            return False, "feature state is being rebuilt from the log (decisions degraded)"
         return True, "ok"
 
 

@@ -29,6 +29,7 @@ from fraudstream.contracts import (
     decode_transactions,
     encode,
     encode_decision,
+    mask_pan_bytes,
     reason_fields,
 )
 from fraudstream.errors import InfrastructureUnavailable
@@ -48,6 +49,9 @@ Output = tuple[str, bytes | None, bytes]  # (topic role, key, value)
 Partition = tuple[str, int]  # (topic, partition)
 DECISIONS, REVIEW, DLQ = "decisions", "review", "dlq"  # topic roles of the outputs
 _REVIEW = Action.REVIEW
+# Largest output value: the producer's default message.max.bytes (1,000,000) less room for
+# the key, headers and record overhead.
+OUTPUT_MAX_BYTES = 990_000
 _CONTRIBUTION_DETAIL = "LightGBM log-odds path contribution"
 
 
@@ -101,6 +105,7 @@ class BatchScorer:
     lists: RedisLists | None
     policy: DecisionPolicy = field(default_factory=DecisionPolicy)
     max_message_bytes: int = 64 * 1024
+    output_max_bytes: int = OUTPUT_MAX_BYTES
     service: str = "scorer"
     clock: Callable[[], float] = time.time
 
@@ -120,7 +125,10 @@ class BatchScorer:
         result = BatchResult()
         outputs: list[Output | None] = [None] * len(records)
         mark = time.perf_counter()
-        oks, errs = decode_transactions([r.value for r in records], self.max_message_bytes)
+        oks, errs = decode_transactions(
+            [r.value for r in records], self.max_message_bytes,
+            timestamps_ms=[r.timestamp_ms for r in records],
+        )  # fmt: skip
         for index, rejection in errs:
             outputs[index] = self._dead_letter(records[index], rejection)
             result.dlq_reasons.append(rejection.reason.value)
@@ -181,7 +189,9 @@ class BatchScorer:
         partitions = [records[i].partition for i, _ in items]
         txids = [id_hash(tx.transaction_id) for _, tx in items]
         states = loaded.states
-        rows, admitted = models.pipeline.transform_parts(events, partitions, states, txids)
+        rows, admitted = models.pipeline.transform_parts(
+            events, partitions, states, txids, loaded.labels
+        )
         parts: dict[PartKey, tuple[list[float], int]] = {}
         kept: list[tuple[int, Transaction]] = []
         for (index, tx), event, partition, ok in zip(items, events, partitions, admitted,
@@ -244,7 +254,9 @@ class BatchScorer:
         )  # fmt: skip
         now = self.clock()
         for row, ((index, tx), verdict) in enumerate(zip(items, verdicts, strict=True)):
-            produced = self._outputs(records[index], tx, verdict, scores, row, now)
+            produced = self._bounded(
+                records[index], self._outputs(records[index], tx, verdict, scores, row, now)
+            )
             outputs[index] = produced[0]
             result.outputs.extend(produced[1:])
         result.verdicts += verdicts
@@ -368,12 +380,33 @@ class BatchScorer:
         return kept
 
     def _dead_letter(self, record: InputRecord, rejection: Rejection) -> Output:
+        """The DLQ record, bounded to what the topic accepts, under a PAN-masked key."""
         letter = dead_letter(
             rejection, topic=record.topic, partition=record.partition, offset=record.offset,
             timestamp_ms=record.timestamp_ms, key=record.key, value=record.value,
             headers=record.headers, service=self.service, now=datetime.now(UTC),
+            max_bytes=self.output_max_bytes,
         )  # fmt: skip
-        return (DLQ, record.key, encode(letter))
+        return (DLQ, mask_pan_bytes(record.key), encode(letter))
+
+    def _bounded(self, record: InputRecord, produced: list[Output]) -> list[Output]:
+        """Outputs too large for their topic become dead letters that say so."""
+        limit = self.output_max_bytes
+        if all(len(value) <= limit for _role, _key, value in produced):
+            return produced
+        bounded: list[Output] = []
+        for role, key, value in produced:
+            if len(value) <= limit:
+                bounded.append((role, key, value))
+                continue
+            _log.error("%s output of input %s[%d]@%d is %d bytes (limit %d): dead-lettered",
+                       role, record.topic, record.partition, record.offset, len(value),
+                       limit)  # fmt: skip
+            rejection = Rejection(DeadLetterReason.OUTPUT_TOO_LARGE,
+                                  f"its {role} record would be {len(value)} bytes, over the "
+                                  f"{limit}-byte limit")  # fmt: skip
+            bounded.append(self._dead_letter(record, rejection))
+        return bounded
 
 
 def _overlay(states: PartStates, unsaved: PendingSave) -> None:

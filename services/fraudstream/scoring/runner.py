@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
+from fraudstream.rules.engine import RuleSource
 from fraudstream.scoring import faults
 from fraudstream.scoring.core import (
     DECISIONS,
@@ -104,6 +105,7 @@ class ScorerLoop:
         self._rolled_back: list[InputRecord] = []  # to read again (set during a rebalance)
         self._failed: list[KafkaError] = []  # at least once: the batch's failed deliveries
         self.sync: StateSync | None = None
+        self.rule_source: RuleSource | None = None  # for metrics of its reloads
         self.on_progress: Callable[[object], None] | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -182,11 +184,16 @@ class ScorerLoop:
         if state is None:
             return None
         topic = self.settings.topic_transactions
-        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
+        partitions = kafka_clients.partition_count(consumer, topic)
+        if not partitions:
             raise FatalKafkaError(f"input topic {topic!r} not found: run `fraudctl topics "
                                   "create` (or check FRAUD_TOPIC_TRANSACTIONS)")  # fmt: skip
-        state.topic, state.partitions = topic, len(metadata.partitions)
+        state.topic, state.partitions = topic, partitions
+        labels = self.settings.topic_labels
+        state.label_topic = labels
+        state.label_partitions = kafka_clients.partition_count(consumer, labels)
+        if not state.label_partitions:
+            _log.warning("labels topic %r not found: merchant fraud labels stay 0", labels)
         fold = Fold(self.scorer.models().pipeline, self.scorer.max_message_bytes)
 
         def replayer() -> Replayer:

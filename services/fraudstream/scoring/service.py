@@ -23,6 +23,7 @@ from fraudstream.rules.engine import RuleSource
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
 from fraudstream.scoring.decide import DecisionPolicy
+from fraudstream.scoring.labels import LabelFolder
 from fraudstream.scoring.metrics import CircuitState, Dependency, ModelRef, ScorerMetrics
 from fraudstream.scoring.model import ServingModel
 from fraudstream.scoring.models import ModelSet, ModelWatcher
@@ -73,7 +74,9 @@ def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
         ),
         max_message_bytes=settings.max_message_bytes,
     )
-    return ScorerLoop(settings, endpoints.kafka_bootstrap, scorer), watcher
+    loop = ScorerLoop(settings, endpoints.kafka_bootstrap, scorer)
+    loop.rule_source = rules
+    return loop, watcher
 
 
 class Observability:
@@ -96,6 +99,20 @@ class Observability:
             )
             state.on_error = self.metrics.count_redis_error
         self._replayed: dict[int, int] = {}
+        self.watcher: ModelWatcher | None = None
+
+    def watch(self, watcher: ModelWatcher) -> None:
+        """Model and rule reloads feed the metrics; the watcher's health feeds readiness."""
+        self.watcher = watcher
+        watcher.on_swap = self.on_swap
+        watcher.on_error = lambda _message: self.metrics.count_model_load_error()
+        self.metrics.count_model_load_error(watcher.error_count)  # failures at start-up
+        self.on_swap(watcher.current)
+        rules = self.loop.rule_source
+        if rules is not None:
+            self.metrics.set_rule_pack(rules.pack.version)
+            rules.on_reload = self.metrics.set_rule_pack
+            rules.on_reload_error = lambda _message: self.metrics.count_rule_reload_error()
 
     def on_swap(self, models: ModelSet) -> None:
         champion = models.champion
@@ -139,6 +156,8 @@ class Observability:
 
     def on_idle(self) -> None:
         self.health.mark_progress()
+        if self.watcher is not None:
+            self.health.set_model_watcher_ok(self.watcher.healthy, self.watcher.last_error or "")
         self.health.set_assigned(len(self.loop.assigned))
         self.metrics.mark_progress(time.time())
         self.metrics.set_consumer_state(self.loop.lag(), len(self.loop.assigned))
@@ -165,9 +184,11 @@ def serve(settings: ScorerSettings | None = None) -> None:
     settings = settings or ScorerSettings()
     loop, watcher = build(settings)
     observed = Observability(loop)
-    watcher.on_swap = observed.on_swap
-    observed.on_swap(watcher.current)
+    observed.watch(watcher)
     watcher.start()
+    folder = LabelFolder(settings, loop.bootstrap, loop.scorer.state) if loop.scorer.state else None
+    if folder is not None:
+        folder.start()
     server = serve_http(
         observed.registry, observed.health, host=settings.metrics_host, port=settings.metrics_port
     )
@@ -176,6 +197,8 @@ def serve(settings: ScorerSettings | None = None) -> None:
     try:
         loop.run(stop)
     finally:
+        if folder is not None:
+            folder.stop()
         watcher.stop()
         server.close()
 

@@ -24,16 +24,18 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis
 
 from fraudstream.errors import InfrastructureUnavailable
+from fraudstream.features.labels import LabelBook, decode_book, encode_book
 from fraudstream.features.pipeline import PartKey, PartStates, StateKey
 from fraudstream.features.state import (
     LAYOUT_VERSION,
     LAYOUTS,
+    Entity,
     decode_part,
     encode_part,
     part_header,
@@ -134,33 +136,34 @@ for i = n + 1, #KEYS do
 end
 return out
 """
-# KEYS: the batch's checkpoints, then entity keys. ARGV: n checkpoints, layout version, per
-# checkpoint (partition, epoch, expected offset, new offset), per entity key (ttl, number of
-# parts, then (partition, part) pairs). A partition whose checkpoint is not exactly the
-# expected one writes nothing; returns those partitions.
+# KEYS: the checkpoints to move, then entity keys. ARGV: n checkpoints, layout version,
+# per checkpoint (epoch, expected offset, new offset), per entity key (ttl, number of
+# fields, then (checkpoint index, field, value) triples). A checkpoint that is not exactly
+# the expected one moves nothing, and the fields that belong to it are not written;
+# returns the indexes of those checkpoints.
 _SAVE = """
 local n, version = tonumber(ARGV[1]), ARGV[2]
 local ok, refused, a = {}, {}, 3
 for i = 1, n do
-  local p, epoch, expected, new = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  a = a + 4
+  local epoch, expected, new = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  a = a + 3
   local cur = redis.call('HMGET', KEYS[i], 'offset', 'epoch', 'version')
   if cur[1] == expected and cur[2] == epoch and cur[3] == version then
-    ok[p] = true
+    ok[i] = true
     redis.call('HSET', KEYS[i], 'offset', new)
   else
-    refused[#refused + 1] = tonumber(p)
+    refused[#refused + 1] = i
   end
 end
 for k = n + 1, #KEYS do
   local ttl, m, wrote = ARGV[a], tonumber(ARGV[a + 1]), false
   a = a + 2
   for _ = 1, m do
-    if ok[ARGV[a]] then
-      redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 1])
+    if ok[tonumber(ARGV[a])] then
+      redis.call('HSET', KEYS[k], ARGV[a + 1], ARGV[a + 2])
       wrote = true
     end
-    a = a + 2
+    a = a + 3
   end
   if wrote then redis.call('EXPIRE', KEYS[k], ttl) end
 end
@@ -170,11 +173,15 @@ return refused
 
 @dataclass
 class Loaded:
-    """What one read returned: the entity parts (of current epochs only) and every input
-    partition's checkpoint (None when Redis has none)."""
+    """What one read returned: the entity parts and merchant label books (of current
+    epochs only), and the checkpoints (None when Redis has none) of every input partition
+    and every label partition."""
 
     states: PartStates
     checkpoints: dict[int, Checkpoint | None]
+    labels: dict[str, LabelBook] = field(default_factory=dict)  # merged over label partitions
+    label_checkpoints: dict[int, Checkpoint | None] = field(default_factory=dict)
+    label_parts: dict[BookKey, LabelBook] = field(default_factory=dict)  # per label partition
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,9 @@ class PartWrite:
 
     expected: Checkpoint
     offset: int
+
+
+BookKey = tuple[str, int]  # (merchant id, label partition)
 
 
 class ScorerState:
@@ -195,6 +205,8 @@ class ScorerState:
         prefix: str = "fs",
         topic: str = "transactions",
         partitions: int = 1,
+        label_topic: str = "fraud.labels",
+        label_partitions: int = 0,
         breaker: CircuitBreaker | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
@@ -202,6 +214,8 @@ class ScorerState:
         self.prefix = prefix
         self.topic = topic
         self.partitions = partitions
+        self.label_topic = label_topic
+        self.label_partitions = label_partitions
         self.breaker = breaker or CircuitBreaker()
         self.on_error = on_error
         self._load = client.register_script(_LOAD)
@@ -211,65 +225,104 @@ class ScorerState:
     def state_key(self, key: StateKey) -> str:
         return f"{self.prefix}:{key[0].value}:{key[1]}"
 
-    def checkpoint_key(self, partition: int) -> str:
-        return f"{self.prefix}:ckpt:{self.topic}:{partition}"
+    def checkpoint_key(self, partition: int, *, labels: bool = False) -> str:
+        topic = self.label_topic if labels else self.topic
+        return f"{self.prefix}:ckpt:{topic}:{partition}"
 
     def load(self, keys: Sequence[StateKey]) -> Loaded:
-        """The parts of `keys` and all checkpoints, in one script call."""
-        names = [self.checkpoint_key(p) for p in range(self.partitions)]
+        """The parts of `keys` (merchants with their label books) and all checkpoints, in
+        one script call."""
+        n, m = self.partitions, self.label_partitions
+        names = [self.checkpoint_key(p) for p in range(n)]
+        names += [self.checkpoint_key(q, labels=True) for q in range(m)]
         names += [self.state_key(k) for k in keys]
-        reply = self._call(lambda: cast(list[Any], self._load(names, [self.partitions])))
-        checkpoints = {p: _checkpoint(reply[p]) for p in range(self.partitions)}
-        epochs = {p: c.epoch for p, c in checkpoints.items() if c is not None and c.current}
-        states = PartStates()
-        for key, fields in zip(keys, reply[self.partitions :], strict=True):
+        reply = self._call(lambda: cast(list[Any], self._load(names, [n + m])))
+        loaded = Loaded(
+            PartStates(), {p: _checkpoint(reply[p]) for p in range(n)}, {},
+            {q: _checkpoint(reply[n + q]) for q in range(m)},
+        )  # fmt: skip
+        epochs = _epochs(loaded.checkpoints)
+        label_epochs = {f"L{q}".encode(): e for q, e in _epochs(loaded.label_checkpoints).items()}
+        for key, fields in zip(keys, reply[n + m :], strict=True):
             parts: dict[int, list[float]] = {}
+            books: list[LabelBook] = []
             for at in range(0, len(fields), 2):
-                partition, blob = int(fields[at]), fields[at + 1]
+                name, blob = fields[at], fields[at + 1]
+                if name in label_epochs:
+                    book = decode_book(blob)
+                    if book is not None and book[0].epoch == label_epochs[name]:
+                        books.append(book[1])
+                        loaded.label_parts[(key[1], int(name[1:]))] = book[1]
+                    continue
+                if name.startswith(b"L"):
+                    continue  # a label partition's book of an older epoch
                 header = part_header(blob)
-                if header is None or epochs.get(partition) != header.epoch:
+                if header is None or epochs.get(int(name)) != header.epoch:
                     continue  # an older incarnation of that partition's state
                 part = decode_part(key[0], blob)
                 if part is not None:
-                    parts[partition] = part
+                    parts[int(name)] = part
             if parts:
-                states[key] = parts
-        return Loaded(states, checkpoints)
+                loaded.states[key] = parts
+            if books:
+                loaded.labels[key[1]] = books[0] if len(books) == 1 else LabelBook.merged(books)
+        return loaded
+
+    def checkpoint(self, partition: int, *, labels: bool = False) -> Checkpoint | None:
+        """One partition's checkpoint (input, or labels)."""
+        key = self.checkpoint_key(partition, labels=labels)
+        fields = self._call(lambda: self.client.hmget(key, ["offset", "epoch", "version"]))
+        return _checkpoint(cast(list[bytes | None], fields))
 
     def checkpoints(self) -> dict[int, Checkpoint | None]:
         """Every input partition's checkpoint (one script call, no entity keys)."""
         return self.load([]).checkpoints
 
     def save(
-        self, parts: Mapping[PartKey, tuple[list[float], int]], moves: Mapping[int, PartWrite]
+        self,
+        parts: Mapping[PartKey, tuple[list[float], int]],
+        moves: Mapping[int, PartWrite],
+        books: Mapping[BookKey, tuple[LabelBook, int]] | None = None,
+        label_moves: Mapping[int, PartWrite] | None = None,
     ) -> set[int]:
-        """Write `parts` (state, last offset folded in) and move the checkpoints; returns
-        the partitions refused because their checkpoint was not the expected one (their
-        parts are not written)."""
-        names = [self.checkpoint_key(p) for p in moves]
-        args: list[Any] = [len(moves), LAYOUT_VERSION]
-        for partition, move in moves.items():
-            args += [partition, move.expected.epoch, move.expected.offset, move.offset]
-        by_key: dict[StateKey, list[tuple[int, bytes]]] = {}
+        """Write `parts` (state, last offset folded in) and label `books`, and move the
+        checkpoints; returns the partitions (input partitions, or label partitions when
+        only `label_moves` are given) refused because their checkpoint was not the
+        expected one: their parts are not written."""
+        label_moves = label_moves or {}
+        order = [(False, p) for p in moves] + [(True, q) for q in label_moves]
+        index = {entry: i + 1 for i, entry in enumerate(order)}
+        names = [self.checkpoint_key(p, labels=is_label) for is_label, p in order]
+        args: list[Any] = [len(order), LAYOUT_VERSION]
+        for is_label, p in order:
+            move = (label_moves if is_label else moves)[p]
+            args += [move.expected.epoch, move.expected.offset, move.offset]
+        fields: dict[StateKey, list[tuple[int, str, bytes]]] = {}
         for (entity, entity_id, partition), (state, offset) in parts.items():
             epoch = moves[partition].expected.epoch
-            by_key.setdefault((entity, entity_id), []).append(
-                (partition, encode_part(state, epoch, offset))
+            fields.setdefault((entity, entity_id), []).append(
+                (index[(False, partition)], str(partition), encode_part(state, epoch, offset))
             )
-        for key, written in by_key.items():
+        for (merchant, q), (book, offset) in (books or {}).items():
+            epoch = label_moves[q].expected.epoch
+            fields.setdefault((Entity.MERCHANT, merchant), []).append(
+                (index[(True, q)], f"L{q}", encode_book(book, epoch, offset))
+            )
+        for key, written in fields.items():
             names.append(self.state_key(key))
             args += [self._ttls[key[0]], len(written)]
-            for partition, blob in written:
-                args += [partition, blob]
+            for triple in written:
+                args += triple
         refused = self._call(lambda: cast(list[int], self._save(names, args)))
-        return {int(p) for p in refused}
+        return {order[int(i) - 1][1] for i in refused}
 
-    def reset(self, partition: int, offset: int) -> Checkpoint:
+    def reset(self, partition: int, offset: int, *, labels: bool = False) -> Checkpoint:
         """Start a new epoch for `partition` at `offset`: every part it wrote before reads
         as absent from now on, and writers expecting the old checkpoint are refused."""
         checkpoint = Checkpoint(offset, secrets.randbelow(2**31 - 1) + 1)
         mapping = {"offset": offset, "epoch": checkpoint.epoch, "version": LAYOUT_VERSION}
-        self._call(lambda: self.client.hset(self.checkpoint_key(partition), mapping=mapping))
+        key = self.checkpoint_key(partition, labels=labels)
+        self._call(lambda: self.client.hset(key, mapping=mapping))
         return checkpoint
 
     def _call(self, operation: Callable[[], T]) -> T:
@@ -284,6 +337,10 @@ class ScorerState:
             raise InfrastructureUnavailable(f"Redis unavailable: {exc}") from exc
         self.breaker.success()
         return result
+
+
+def _epochs(checkpoints: Mapping[int, Checkpoint | None]) -> dict[int, int]:
+    return {p: c.epoch for p, c in checkpoints.items() if c is not None and c.current}
 
 
 def _checkpoint(fields: Sequence[bytes | None]) -> Checkpoint | None:

@@ -22,14 +22,21 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from fraudstream.contracts import decode_transactions
+from fraudstream.contracts import Transaction, decode_transactions
 from fraudstream.errors import FraudStreamError, InfrastructureUnavailable
 from fraudstream.features.compute import Event
-from fraudstream.features.pipeline import FeaturePipeline, PartKey, PartStates, state_keys
+from fraudstream.features.pipeline import (
+    FeaturePipeline,
+    PartKey,
+    PartStates,
+    StateKey,
+    state_keys,
+)
 from fraudstream.features.state import id_hash
 from fraudstream.scoring.state import Checkpoint, PartWrite, ScorerState
 
 _log = logging.getLogger(__name__)
+Raw = tuple[int, bytes | None, int | None]  # offset, value, broker timestamp (ms)
 
 
 class CatchUpFailed(FraudStreamError):
@@ -45,10 +52,11 @@ class Fold:
     max_message_bytes: int
 
     def __call__(
-        self, partition: int, records: Sequence[tuple[int, bytes | None]], states: PartStates
+        self, partition: int, records: Sequence[Raw], states: PartStates
     ) -> dict[PartKey, tuple[list[float], int]]:
-        """Fold `(offset, value)` records; returns the parts changed and their last offset."""
-        oks, _errs = decode_transactions([v for _, v in records], self.max_message_bytes)
+        """Fold `(offset, value, timestamp)` records; returns the parts changed and their
+        last offset. Validation is the scorer's own: the same records are refused."""
+        oks, _errs = self._decode(records)
         events = [Event.from_transaction(tx) for _, tx in oks]
         txids = [id_hash(tx.transaction_id) for _, tx in oks]
         _rows, admitted = self.pipeline.transform_parts(
@@ -62,11 +70,17 @@ class Fold:
                     changed[(entity, entity_id, partition)] = (part, records[index][0])
         return changed
 
-    def keys(self, records: Sequence[tuple[int, bytes | None]]) -> list[tuple[object, str]]:
-        oks, _errs = decode_transactions([v for _, v in records], self.max_message_bytes)
+    def keys(self, records: Sequence[Raw]) -> list[StateKey]:
+        oks, _errs = self._decode(records)
         return list(dict.fromkeys(
             k for _, tx in oks for k in state_keys(Event.from_transaction(tx))
         ))  # fmt: skip
+
+    def _decode(self, records: Sequence[Raw]) -> tuple[list[tuple[int, Transaction]], object]:
+        return decode_transactions(
+            [value for _, value, _ in records], self.max_message_bytes,
+            timestamps_ms=[timestamp for _, _, timestamp in records],
+        )  # fmt: skip
 
 
 @dataclass
@@ -138,9 +152,9 @@ class Replayer:
 
     def _read(
         self, consumer: Consumer, topic: str, partition: int, target: int
-    ) -> tuple[list[tuple[int, bytes | None]], int]:
+    ) -> tuple[list[Raw], int]:
         """Up to a chunk of records before `target`, and the offset reached after them."""
-        records: list[tuple[int, bytes | None]] = []
+        records: list[Raw] = []
         last_progress = time.monotonic()
         while len(records) < self.chunk:
             messages = consumer.consume(num_messages=self.chunk - len(records), timeout=0.2)
@@ -150,7 +164,8 @@ class Replayer:
                 offset = message.offset() or 0
                 if offset >= target:
                     return records, target
-                records.append((offset, message.value()))
+                _kind, timestamp = message.timestamp()
+                records.append((offset, message.value(), timestamp if timestamp > 0 else None))
             if messages:
                 last_progress = time.monotonic()
             position = consumer.position([TopicPartition(topic, partition)])[0].offset
@@ -165,12 +180,12 @@ class Replayer:
         self,
         partition: int,
         checkpoint: Checkpoint,
-        records: list[tuple[int, bytes | None]],
+        records: list[Raw],
         reached: int,
     ) -> Checkpoint:
         states = PartStates()
         if records:
-            loaded = self.state.load(self.fold.keys(records))  # type: ignore[arg-type]
+            loaded = self.state.load(self.fold.keys(records))
             for key, parts in loaded.states.items():
                 if partition in parts:  # only this partition's part is folded
                     states[key] = {partition: parts[partition]}
@@ -241,9 +256,11 @@ class StateSync:
         for partition, first in todo.items():
             found = checkpoints.get(partition)
             if found is None or not found.current or found.offset > first:
-                self._start_job(partition, found, first, rebuild=True)
-            elif first - found.offset > self.inline_max:
-                self._start_job(partition, found, first, rebuild=False)
+                found = self._restart(partition, found, first)
+                if found is None:
+                    continue
+            if first - found.offset > self.inline_max:
+                self._start_job(partition, found, first)
             else:
                 self._catch_up_inline(partition, found, first)
 
@@ -305,27 +322,30 @@ class StateSync:
         with self._lock:
             self._known[partition] = reached
 
-    def _start_job(
-        self, partition: int, found: Checkpoint | None, first: int, *, rebuild: bool
-    ) -> None:
-        if rebuild or found is None:
-            start = self.low_watermark(partition)
-            why = (
-                "no state" if found is None
-                else f"layout v{found.version}" if not found.current
-                else f"checkpoint {found.offset} ahead of the log position {first}"
-            )  # fmt: skip
-            _log.warning("partition %d: Redis has %s: rebuilding its state from offset %d "
-                         "(decisions degraded until done)", partition, why, start)  # fmt: skip
-            try:
-                found = self.state.reset(partition, start)
-            except InfrastructureUnavailable as exc:
-                _log.warning("partition %d: rebuild not started: %s", partition, exc)
-                return
-        else:
-            _log.warning("partition %d: %d offsets behind in Redis: catching up in the "
-                         "background (decisions degraded until done)", partition,
-                         first - found.offset)  # fmt: skip
+    def _restart(self, partition: int, found: Checkpoint | None, first: int) -> Checkpoint | None:
+        """A new epoch from the start of the log: Redis has no usable state for the
+        partition (a new deployment, a Redis restarted empty, a layout change, or a
+        checkpoint ahead of the log after an offset reset)."""
+        start = self.low_watermark(partition)
+        why = (
+            "no state (a new deployment, or Redis lost its data)" if found is None
+            else f"state of layout v{found.version}" if not found.current
+            else f"a checkpoint ({found.offset}) ahead of the log position {first}"
+        )  # fmt: skip
+        log = _log.info if found is None and first - start <= self.inline_max else _log.warning
+        log("partition %d: Redis has %s: building its state from the log, offsets %d-%d",
+            partition, why, start, first - 1)  # fmt: skip
+        try:
+            return self.state.reset(partition, start)
+        except InfrastructureUnavailable as exc:
+            _log.warning("partition %d: rebuild not started: %s", partition, exc)
+            return None
+
+    def _start_job(self, partition: int, found: Checkpoint, first: int) -> None:
+        _log.warning(
+            "partition %d: %d offsets behind in Redis: catching up in the background (its "
+            "decisions are degraded until done)", partition, first - found.offset,
+        )  # fmt: skip
         with self._lock:
             self._committed.setdefault(partition, first)
         job = _Job(Progress(partition, found.offset, first, found.offset))
