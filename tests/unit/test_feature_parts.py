@@ -64,8 +64,11 @@ def _bits(parts: dict[int, list[float]]) -> dict[int, bytes]:
 
 
 def test_one_partition_computes_exactly_what_the_offline_replay_does() -> None:
-    txs = [transaction(transaction_id=f"tx-{i}", event_time=NOW + timedelta(minutes=7 * i),
-                       merchant_id=f"m-{i % 3}", device_id=f"d-{i % 2}") for i in range(50)]  # fmt: skip
+    txs = [
+        transaction(transaction_id=f"tx-{i}", event_time=NOW + timedelta(minutes=7 * i),
+                    merchant_id=f"m-{i % 3}", device_id=f"d-{i % 2}")
+        for i in range(50)
+    ]  # fmt: skip
     rows, admitted = PIPELINE.transform_parts(
         [Event.from_transaction(tx) for tx in txs], [0] * len(txs), PartStates()
     )
@@ -110,7 +113,8 @@ def test_parts_combine_to_the_decayed_sum_of_both_histories() -> None:
     assert merged[0] == b[0]
     hour = layout.windows.index(3600.0) + 1
     assert merged[hour] == pytest.approx(1.0 + 2.0 * math.exp(-1.0))
-    assert combine(layout, [a]) == a and combine(layout, [a]) is not a
+    assert combine(layout, [a]) == a
+    assert combine(layout, [a]) is not a
 
 
 def test_recency_sets_keep_the_most_recent_keys_of_all_parts() -> None:
@@ -137,7 +141,8 @@ def test_stored_parts_carry_layout_epoch_and_offset() -> None:
     assert header is not None
     assert (header.version, header.epoch, header.offset) == (LAYOUT_VERSION, 77, 12_345)
     decoded = decode_part(Entity.IP, blob)
-    assert decoded is not None and np.array_equal(decoded, state, equal_nan=True)
+    assert decoded is not None
+    assert np.array_equal(decoded, state, equal_nan=True)
     older = bytes([LAYOUT_VERSION - 1]) + blob[1:]
     assert decode_part(Entity.IP, older) is None  # another layout: rebuilt, never misread
     assert decode_part(Entity.CARD, blob) is None
