@@ -27,6 +27,7 @@ from fraudstream.rules.model import ListEntity, ListName
 from fraudstream.settings import CommonSettings, get_settings, mask_url
 from fraudstream.simulator import SimulationConfig, live_transactions
 from fraudstream.simulator.stream import StreamStats, stream
+from fraudstream.state_cli import state_group
 from fraudstream.topics import provision, topic_table
 from fraudstream.trainer_cli import train_command
 
@@ -325,6 +326,7 @@ def scorer_command() -> None:
 
 
 cli.add_command(train_command)
+cli.add_command(state_group)
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from tests.integration import crash
 from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import (
     deployment_env,
+    input_log,
     train_small_model,
 )
 from tests.integration.scorer_support import (
@@ -162,13 +163,20 @@ def test_refused_transactions_roll_back_and_are_replayed_exactly_once(
     make_consumer: Callable[..., Consumer],
 ) -> None:
     """The decisions topic refuses every record for a while: each transaction fails, the
-    loop aborts it, rewinds past the batch scored meanwhile, and replays from the memos."""
+    loop aborts it, rewinds past the batch scored meanwhile, and reads it again. Records it
+    isolated meanwhile (batches halved until one record failed alone twice) are dead-lettered
+    as poison; every input still has exactly one output."""
     settings = _settings(scorer_env)
     # Above a transaction marker batch (~80 bytes: aborts must still be written), below a
     # decision (~400 bytes).
     _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "200")
     txs = _transactions(600, seed=33)
     _produce(make_producer(), settings.topic_transactions, txs)
+    txs_by_offset = {
+        (p, o): orjson.loads(v or b"")["transaction_id"]
+        for p, records in input_log(scorer_env).items()
+        for o, v, _ts in records
+    }
     loop, _watcher = build(settings)
     observed = Observability(loop)
     metric = observed.registry.get_sample_value
@@ -177,9 +185,20 @@ def test_refused_transactions_roll_back_and_are_replayed_exactly_once(
         assert not metric("fraud_kafka_transactions_total", {"outcome": "committed"})
         _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "1048588")
         reader = make_consumer(settings.topic_decisions)
-        decisions = [m.value() or b"" for m in consume_n(reader, len(txs), timeout_s=90)]
+        dlq = make_consumer(settings.topic_dlq)
+        decided: list[str] = []
+        deadline = time.monotonic() + 90
+        while len(decided) < len(txs) and time.monotonic() < deadline:
+            decided += [
+                orjson.loads(m.value() or b"")["transaction_id"]
+                for m in consume_n(reader, len(txs) - len(decided), timeout_s=1)
+            ]
+            for letter in consume_n(dlq, len(txs), timeout_s=0.2):
+                body = orjson.loads(letter.value() or b"")
+                assert body["reason"] == "poison", body["reason"]
+                decided.append(txs_by_offset[(body["partition"], body["offset"])])
         assert consume_n(reader, 1, timeout_s=3) == []  # and nothing more arrives
-    _assert_exactly_once([orjson.loads(d)["transaction_id"] for d in decisions], txs)
+    _assert_exactly_once(decided, txs)
 
 
 def _start_scorer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,6 +40,7 @@ from fraudstream.rules.context import ListHits, RuleBatch
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.decide import DecisionPolicy, Verdict
+from fraudstream.scoring.isolation import RecordId
 from fraudstream.scoring.models import ModelSet
 from fraudstream.scoring.routing import BatchScores, route_and_decide
 from fraudstream.scoring.state import Checkpoint, Loaded, PartWrite, ScorerState
@@ -52,6 +53,7 @@ _REVIEW = Action.REVIEW
 # Largest output value: the producer's default message.max.bytes (1,000,000) less room for
 # the key, headers and record overhead.
 OUTPUT_MAX_BYTES = 990_000
+POISON_LETTER_BYTES = 4096
 _CONTRIBUTION_DETAIL = "LightGBM log-odds path contribution"
 
 
@@ -108,12 +110,14 @@ class BatchScorer:
     output_max_bytes: int = OUTPUT_MAX_BYTES
     service: str = "scorer"
     clock: Callable[[], float] = time.time
+    _poison: Set[RecordId] = field(default_factory=frozenset, repr=False)
 
     def process(
         self,
         records: Sequence[InputRecord],
         synced: Mapping[int, Checkpoint] | None = None,
         unsaved: PendingSave | None = None,
+        poison: Set[RecordId] = frozenset(),
     ) -> BatchResult:
         """Score one batch; its state writes are left in `result.pending_save` for `save`.
 
@@ -121,7 +125,10 @@ class BatchScorer:
         checkpoint their next save expects; events of other partitions (and all of them when
         Redis fails) are scored degraded, on event-only features, and their state updates
         are left to a replay of the log. `unsaved` is the previous batch's pending save,
-        whose parts stand in for what Redis returns (they may not have landed yet)."""
+        whose parts stand in for what Redis returns (they may not have landed yet).
+        Records in `poison` (their batches failed until they stood alone) are scored (their
+        state counts, as a replay counts it) but emit one small dead letter instead."""
+        self._poison = poison
         result = BatchResult()
         outputs: list[Output | None] = [None] * len(records)
         mark = time.perf_counter()
@@ -148,6 +155,10 @@ class BatchScorer:
         if rest:
             self._score_degraded(records, rest, outputs, result)
         _lap(result, "decide", mark)
+        for index, record in enumerate(records):
+            if (record.topic, record.partition, record.offset) in poison:
+                outputs[index] = self._poison_letter(record)
+                result.dlq_reasons.append(DeadLetterReason.POISON.value)
         result.outputs[:0] = [o for o in outputs if o is not None]
         return result
 
@@ -254,9 +265,10 @@ class BatchScorer:
         )  # fmt: skip
         now = self.clock()
         for row, ((index, tx), verdict) in enumerate(zip(items, verdicts, strict=True)):
-            produced = self._bounded(
-                records[index], self._outputs(records[index], tx, verdict, scores, row, now)
-            )
+            record = records[index]
+            if (record.topic, record.partition, record.offset) in self._poison:
+                continue  # its dead letter is made by `process`
+            produced = self._bounded(record, self._outputs(record, tx, verdict, scores, row, now))
             outputs[index] = produced[0]
             result.outputs.extend(produced[1:])
         result.verdicts += verdicts
@@ -386,6 +398,19 @@ class BatchScorer:
             timestamp_ms=record.timestamp_ms, key=record.key, value=record.value,
             headers=record.headers, service=self.service, now=datetime.now(UTC),
             max_bytes=self.output_max_bytes,
+        )  # fmt: skip
+        return (DLQ, mask_pan_bytes(record.key), encode(letter))
+
+    def _poison_letter(self, record: InputRecord) -> Output:
+        """A small dead letter (original bytes cut to 4 KB) for a record set aside."""
+        rejection = Rejection(DeadLetterReason.POISON,
+                              "every batch holding this record failed to commit, also alone: "
+                              "set aside so its partition moves on")  # fmt: skip
+        letter = dead_letter(
+            rejection, topic=record.topic, partition=record.partition, offset=record.offset,
+            timestamp_ms=record.timestamp_ms, key=record.key, value=record.value,
+            headers=record.headers, service=self.service, now=datetime.now(UTC),
+            max_bytes=POISON_LETTER_BYTES,
         )  # fmt: skip
         return (DLQ, mask_pan_bytes(record.key), encode(letter))
 

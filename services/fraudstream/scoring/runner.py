@@ -50,6 +50,7 @@ from fraudstream.scoring.core import (
     PendingSave,
     partition_offsets,
 )
+from fraudstream.scoring.isolation import Isolation, RecordId
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.sync import Fold, Replayer, StateSync
 
@@ -97,7 +98,7 @@ class ScorerLoop:
             DLQ: settings.topic_dlq,
         }
         self.assigned: set[tuple[str, int]] = set()
-        self.idle: Callable[[], None] = lambda: None  # called on empty polls (liveness)
+        self.idle: Callable[[], None] = lambda: None  # about once a second (health, lag)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._committer: ThreadPoolExecutor | None = None
@@ -107,6 +108,10 @@ class ScorerLoop:
         self.sync: StateSync | None = None
         self.rule_source: RuleSource | None = None  # for metrics of its reloads
         self.on_progress: Callable[[object], None] | None = None
+        self.on_poison: Callable[[RecordId], None] | None = None
+        self.isolation = Isolation(settings.scorer_batch_max)
+        self._committed: dict[tuple[str, int], int] = {}  # the group's offsets, as committed
+        self._ticked = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until `stop` is set; commits what is in flight, then closes."""
@@ -122,17 +127,15 @@ class ScorerLoop:
         wait = self.settings.scorer_batch_wait_ms / 1000
         try:
             while not stop.is_set():
-                messages = consumer.consume(
-                    num_messages=self.settings.scorer_batch_max, timeout=wait
-                )
+                messages = consumer.consume(num_messages=self.isolation.limit, timeout=wait)
                 records = _records(messages)
                 if self._rolled_back:  # a commit failed during a rebalance: read again
                     _rewind(consumer, [*self._rolled_back, *records])
                     self._rolled_back = []
                     continue
+                self._tick()
                 if not records:
                     self._settle(consumer)
-                    self.idle()
                     continue
                 positions = self._positions(consumer)  # before the next consume moves them
                 if not self._score_and_commit(consumer, records, positions):
@@ -153,7 +156,8 @@ class ScorerLoop:
                 return False
             sync.catch_up(firsts)
         synced = sync.synced(firsts) if sync is not None else {}
-        result = self.scorer.process(records, synced, unsaved=self._unsaved())
+        poison = self.isolation.poison.intersection(_ids(records))
+        result = self.scorer.process(records, synced, unsaved=self._unsaved(), poison=poison)
         if sync is not None:
             sync.forget(result.lost | result.degraded_partitions)
             if result.pending_save is not None:
@@ -211,6 +215,12 @@ class ScorerLoop:
         return StateSync(state, replayer, low_watermark=low_watermark,
                          on_progress=self.on_progress)  # fmt: skip
 
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._ticked >= 1.0:
+            self._ticked = now
+            self.idle()
+
     @property
     def producer(self) -> Producer:
         if self._producer is None:
@@ -247,7 +257,7 @@ class ScorerLoop:
                 self._produce(producer, self.topics[role], key, value)
         except KafkaException as exc:
             self._recover(exc.args[0])
-            self._forget(records)
+            self._failed_batch(records)
             _rewind(consumer, records)
             return
         result.stage_seconds["produce"] = time.perf_counter() - started
@@ -332,18 +342,36 @@ class ScorerLoop:
             else:
                 _log.warning("reading the batch again: %s", exc)
             again = [*in_flight.records, *also_rewind]
+            self._failed_batch(in_flight.records)
             self._forget(again)
             if rewind:
                 _rewind(consumer, again)
             else:
                 self._rolled_back += again
             return False
+        self.isolation.committed(_ids(in_flight.records))
+        for tp in in_flight.positions:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
         if self.sync is not None:
             self.sync.forget(in_flight.result.unsaved)
             self.sync.committed({tp.partition: tp.offset for tp in in_flight.positions})
         if self.on_batch is not None:
             self.on_batch(in_flight.result, in_flight.records)
         return True
+
+    def _failed_batch(self, records: Sequence[InputRecord]) -> None:
+        """A batch was rolled back: its partitions' state expectations are unknown, and a
+        record failing alone twice is set aside (see `scoring.isolation`)."""
+        self._forget(records)
+        found = self.isolation.failed(_ids(records))
+        if found is not None:
+            _log.error("input %s[%d]@%d makes every transaction holding it fail: it is "
+                       "dead-lettered as poison", *found)  # fmt: skip
+            if self.on_poison is not None:
+                self.on_poison(found)
+        elif self.isolation.limit < self.settings.scorer_batch_max:
+            _log.warning("batches keep failing: isolating with batches of %d",
+                         self.isolation.limit)  # fmt: skip
 
     def _forget(self, records: Sequence[InputRecord]) -> None:
         """A rolled-back batch's partitions: their next save expectation is unknown."""
@@ -418,19 +446,27 @@ class ScorerLoop:
         return producer
 
     def lag(self) -> int:
-        """Records behind the end of the assigned partitions (cached watermarks: no I/O)."""
+        """The group's lag on the assigned partitions: records between the committed offset
+        and the end (cached watermarks: no I/O). A loop that reads and rolls back batches
+        without committing shows here, unlike the consumer's position."""
         consumer = self._consumer
         if consumer is None:
             return 0
         behind = 0
-        for position in consumer.position(consumer.assignment()):
-            _low, high = consumer.get_watermark_offsets(position, cached=True)
-            if position.offset >= 0 and high >= 0:
-                behind += max(high - position.offset, 0)
+        for tp in consumer.assignment():
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            committed = self._committed.get((tp.topic, tp.partition), -1)
+            if high >= 0:
+                behind += max(high - max(committed, 0), 0)
         return behind
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         changed = [(p.topic, p.partition) for p in partitions]
+        try:
+            for tp in consumer.committed(partitions, timeout=10):
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+        except KafkaException as exc:
+            _log.warning("committed offsets unknown (lag overstated until a commit): %s", exc)
         if self.sync is not None:
             self.sync.release(p.partition for p in partitions)  # checked by the first batch
         self.assigned |= set(changed)
@@ -443,6 +479,8 @@ class ScorerLoop:
         if self.sync is not None:
             self.sync.release(p.partition for p in partitions)
         self.assigned -= set(changed)
+        for key in changed:
+            self._committed.pop(key, None)
 
 
 def consumer_tuning(batch_wait_ms: int) -> dict[str, object]:
@@ -493,6 +531,10 @@ def _records(messages: list[Message]) -> list[InputRecord]:
             )
         )  # fmt: skip
     return records
+
+
+def _ids(records: Sequence[InputRecord]) -> list[RecordId]:
+    return [(r.topic, r.partition, r.offset) for r in records]
 
 
 def _rewind(consumer: Consumer, records: Sequence[InputRecord]) -> None:

@@ -125,7 +125,8 @@ class Observability:
 
     def on_batch(self, result: BatchResult, records: Sequence[InputRecord]) -> None:
         now = result.committed_at or time.time()
-        self.on_idle()
+        self.health.mark_progress()  # a commit: progress by definition
+        self.metrics.mark_progress(time.time())
         metrics = self.metrics
         metrics.observe_batch(len(records), result.stage_seconds)
         metrics.count_decisions(Counter((v.action.value, v.path.value) for v in result.verdicts))
@@ -155,12 +156,17 @@ class Observability:
                       (progress.at - progress.start) / max(elapsed, 1e-9))  # fmt: skip
 
     def on_idle(self) -> None:
-        self.health.mark_progress()
+        """About once a second: lag and health. Liveness counts a tick as progress only
+        when nothing waits (lag 0); with input waiting, only commits count (`on_batch`),
+        so a loop that reads and rolls back forever fails its liveness probe."""
+        lag = self.loop.lag()
+        if lag == 0:
+            self.health.mark_progress()
+            self.metrics.mark_progress(time.time())
         if self.watcher is not None:
             self.health.set_model_watcher_ok(self.watcher.healthy, self.watcher.last_error or "")
         self.health.set_assigned(len(self.loop.assigned))
-        self.metrics.mark_progress(time.time())
-        self.metrics.set_consumer_state(self.loop.lag(), len(self.loop.assigned))
+        self.metrics.set_consumer_state(lag, len(self.loop.assigned))
         sync = self.loop.sync
         if sync is not None:
             jobs = sync.rebuilding()
