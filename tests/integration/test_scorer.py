@@ -35,6 +35,7 @@ from fraudstream.trainer import simulated_history
 from tests.integration import crash
 from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import (
+    assert_state_matches_a_clean_pass,
     deployment_env,
     input_log,
     train_small_model,
@@ -66,10 +67,15 @@ def _transactions(n: int, seed: int) -> list[Transaction]:
     return history.transactions
 
 
-def _produce(producer: Producer, topic: str, txs: list[Transaction]) -> None:
-    for tx in txs:
+def _produce(
+    producer: Producer, topic: str, txs: list[Transaction], rate: float | None = None
+) -> None:
+    start = time.monotonic()
+    for i, tx in enumerate(txs):
         producer.produce(topic, encode(tx), key=tx.card_token.encode())
         producer.poll(0)
+        if rate is not None and (ahead := start + i / rate - time.monotonic()) > 0.005:
+            time.sleep(ahead)  # paces the feed (not a synchronisation)
     assert producer.flush(30) == 0
 
 
@@ -328,6 +334,49 @@ def test_rebalance_while_instances_join_and_leave(
     _assert_exactly_once([orjson.loads(v)["transaction_id"] for v in seen], txs)
     for name in ("a.log", "b.log"):
         assert "assigned" in (tmp_path / name).read_text()  # both took part
+    assert not [v for v in seen if orjson.loads(v)["path"] == "degraded"]
+    assert_state_matches_a_clean_pass(scorer_env)  # shared merchants: no lost update
+
+
+def test_a_paused_instance_that_wakes_after_a_rebalance_writes_nothing_stale(
+    scorer_env: dict[str, str],
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    """Two instances share the traffic; one is frozen (SIGSTOP) mid-traffic until the group
+    gives its partitions to the other, then woken: a zombie with a batch in flight. Its
+    transaction is fenced and its Redis state, written only after a commit, stays out."""
+    settings = _settings(scorer_env)
+    txs = _transactions(3000, seed=62)
+    producer = make_producer()
+    feeder = threading.Thread(
+        target=_produce, args=(producer, settings.topic_transactions, txs, 300.0), daemon=True
+    )
+    reader = make_consumer(settings.topic_decisions)
+    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
+    a = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "a"}, logs["a"])
+    b = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "b"}, logs["b"])
+    feeder.start()
+    seen = [m.value() or b"" for m in consume_n(reader, 600, timeout_s=60)]
+    assigned_b = logs["b"].read_text().count("assigned")
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        _await_log(logs["b"], "assigned", more_than=assigned_b)  # the group moved a's share
+        seen += [m.value() or b"" for m in consume_n(reader, 300, timeout_s=60)]
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    feeder.join(60)
+    try:
+        seen += [m.value() or b"" for m in consume_n(reader, len(txs) - len(seen), 120)]
+    finally:
+        for proc in (a, b):
+            proc.send_signal(signal.SIGTERM)
+        assert a.wait(30) == 0, logs["a"].read_text()[-3000:]
+        assert b.wait(30) == 0, logs["b"].read_text()[-3000:]
+    _assert_exactly_once([orjson.loads(v)["transaction_id"] for v in seen], txs)
+    assert not [v for v in seen if orjson.loads(v)["path"] == "degraded"]
+    assert_state_matches_a_clean_pass(scorer_env)
 
 
 def _await_log(log: Path, text: str, *, more_than: int) -> None:

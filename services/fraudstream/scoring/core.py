@@ -53,6 +53,7 @@ _REVIEW = Action.REVIEW
 # Largest output value: the producer's default message.max.bytes (1,000,000) less room for
 # the key, headers and record overhead.
 OUTPUT_MAX_BYTES = 990_000
+RECORD_OVERHEAD_BYTES = 1024  # key, headers and record batch framing, generously
 POISON_LETTER_BYTES = 4096
 _CONTRIBUTION_DETAIL = "LightGBM log-odds path contribution"
 
@@ -107,7 +108,10 @@ class BatchScorer:
     lists: RedisLists | None
     policy: DecisionPolicy = field(default_factory=DecisionPolicy)
     max_message_bytes: int = 64 * 1024
-    output_max_bytes: int = OUTPUT_MAX_BYTES
+    # Largest value per output role; the loop sets them from the topics' max.message.bytes.
+    output_limits: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((DECISIONS, REVIEW, DLQ), OUTPUT_MAX_BYTES)
+    )
     service: str = "scorer"
     clock: Callable[[], float] = time.time
     _poison: Set[RecordId] = field(default_factory=frozenset, repr=False)
@@ -397,7 +401,7 @@ class BatchScorer:
             rejection, topic=record.topic, partition=record.partition, offset=record.offset,
             timestamp_ms=record.timestamp_ms, key=record.key, value=record.value,
             headers=record.headers, service=self.service, now=datetime.now(UTC),
-            max_bytes=self.output_max_bytes,
+            max_bytes=self.output_limits[DLQ],
         )  # fmt: skip
         return (DLQ, mask_pan_bytes(record.key), encode(letter))
 
@@ -416,11 +420,12 @@ class BatchScorer:
 
     def _bounded(self, record: InputRecord, produced: list[Output]) -> list[Output]:
         """Outputs too large for their topic become dead letters that say so."""
-        limit = self.output_max_bytes
-        if all(len(value) <= limit for _role, _key, value in produced):
+        limits = self.output_limits
+        if all(len(value) <= limits[role] for role, _key, value in produced):
             return produced
         bounded: list[Output] = []
         for role, key, value in produced:
+            limit = limits[role]
             if len(value) <= limit:
                 bounded.append((role, key, value))
                 continue

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
@@ -43,6 +44,8 @@ from fraudstream.scoring import faults
 from fraudstream.scoring.core import (
     DECISIONS,
     DLQ,
+    POISON_LETTER_BYTES,
+    RECORD_OVERHEAD_BYTES,
     REVIEW,
     BatchResult,
     BatchScorer,
@@ -55,6 +58,7 @@ from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.sync import Fold, Replayer, StateSync
 
 _log = logging.getLogger(__name__)
+PRODUCER_MAX_BYTES = 1_000_000  # librdkafka's message.max.bytes, which we keep
 
 
 class FatalKafkaError(FraudStreamError):
@@ -183,7 +187,29 @@ class ScorerLoop:
                 # flush; the decisions in flight were aborted by the broker.
                 _log.error("producer not flushed at shutdown: %s", exc.args[0])
 
+    def _output_limits(self) -> dict[str, int]:
+        """Largest value each output topic accepts (its max.message.bytes, and the producer's
+        limit), less room for the key, headers and framing."""
+        admin = kafka_clients.admin_client(self.settings, self.bootstrap)
+        limits = {}
+        for role, topic in self.topics.items():
+            resource = ConfigResource(ResourceType.TOPIC, topic)
+            try:
+                config = admin.describe_configs([resource])[resource].result(timeout=30)
+                topic_max = int(config["max.message.bytes"].value)
+            except (KafkaException, KeyError, ValueError) as exc:
+                _log.warning("max.message.bytes of %s unknown (%s): assuming 1 MB", topic, exc)
+                topic_max = 1_048_588
+            limits[role] = min(topic_max, PRODUCER_MAX_BYTES) - RECORD_OVERHEAD_BYTES
+        if limits[DLQ] < POISON_LETTER_BYTES:
+            raise FatalKafkaError(f"{self.topics[DLQ]} accepts records of {limits[DLQ]} bytes "
+                                  f"at most: raise its max.message.bytes above "
+                                  f"{POISON_LETTER_BYTES + RECORD_OVERHEAD_BYTES}")  # fmt: skip
+        _log.info("output size limits: %s", limits)
+        return limits
+
     def _make_sync(self, consumer: Consumer) -> StateSync | None:
+        self.scorer.output_limits = self._output_limits()
         state = self.scorer.state
         if state is None:
             return None
