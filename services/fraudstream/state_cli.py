@@ -61,7 +61,7 @@ def positions(
 
 def _open(settings: ScorerSettings) -> tuple[ScorerState, Consumer, str]:
     endpoints = resolve_endpoints(settings)
-    client = redis_client(endpoints.redis_url, 5000)
+    client = redis_client(endpoints.redis_url, 5000, cluster=settings.redis_cluster)
     state = ScorerState(client, prefix=f"{settings.redis_prefix}:fs",
                         topic=settings.topic_transactions)  # fmt: skip
     consumer = kafka_clients.consumer(settings, endpoints.kafka_bootstrap,

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import redis
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -19,7 +18,7 @@ from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry
 from fraudstream.scoring.model import scoring_spec
 from fraudstream.scoring.settings import ScorerSettings
-from fraudstream.scoring.state import ScorerState
+from fraudstream.scoring.state import ScorerState, redis_client
 from fraudstream.scoring.sync import Fold
 from fraudstream.simulator import SimulationConfig
 from fraudstream.topics import provision
@@ -113,8 +112,8 @@ def assert_state_matches_a_clean_pass(env: dict[str, str]) -> None:
     expected = PartStates()
     for partition, records in log.items():
         fold(partition, records, expected)
-    state = ScorerState(redis.Redis.from_url(env["REDIS_URL"], socket_timeout=5),
-                        prefix=f"{env['FRAUD_REDIS_PREFIX']}:fs",
+    client = redis_client(env["REDIS_URL"], 5000, cluster=settings.redis_cluster)
+    state = ScorerState(client, prefix=f"{env['FRAUD_REDIS_PREFIX']}:fs",
                         topic=settings.topic_transactions, partitions=len(log))  # fmt: skip
     loaded = state.load(list(expected))
     for partition, records in log.items():

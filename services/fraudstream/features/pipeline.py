@@ -36,7 +36,12 @@ class StateCache(dict[StateKey, list[float]]):
 
 
 class PartStates(dict[StateKey, dict[int, list[float]]]):
-    """Entity states split by input partition: key -> partition -> that partition's part."""
+    """Entity states split by input partition: key -> partition -> that partition's part.
+    `offsets` holds, for parts read from storage, the last input offset folded into each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offsets: dict[PartKey, int] = {}
 
     def own(self, key: StateKey, partition: int) -> list[float]:
         """The part `partition` writes (empty when it has none yet)."""
@@ -169,6 +174,50 @@ def _DEVICE(state: list[float], ev: Event) -> list[float]:
 
 def _IP(state: list[float], ev: Event) -> list[float]:
     return compute.shared_entity_features(Entity.IP, state, ev)
+
+
+def fold_parts(
+    events: Sequence[Event],
+    offsets: Sequence[int],
+    partition: int,
+    states: PartStates,
+    transaction_ids: Sequence[float],
+) -> list[bool]:
+    """Replay one partition's events into its own parts (no features): the state updates
+    `transform_parts` makes, skipping what a part already holds. A part whose stored offset
+    is at or past an event's was written after it (a write that reached some Redis nodes
+    and not others); card parts are written last, so a card part past the event means
+    the whole event is in. Returns, per event, whether it was admitted (not a duplicate)."""
+    done = states.offsets
+    seen = _CARD.slot("transactions")
+    admitted = []
+    for ev, offset, txid in zip(events, offsets, transaction_ids, strict=True):
+        card_key = (Entity.CARD, ev.card)
+        card = states.own(card_key, partition)
+        if done.get((*card_key, partition), -1) >= offset or compute.seen_recently(
+            card, seen, txid
+        ):
+            admitted.append(False)
+            continue
+        for key, maths in _entity_maths(ev):
+            if done.get((*key, partition), -1) < offset:
+                maths(states.own(key, partition), ev)
+        compute.remember(card, seen.offset, seen.size, txid, ev.ts)
+        admitted.append(True)
+    return admitted
+
+
+def _entity_maths(ev: Event) -> list[tuple[StateKey, _EntityMaths]]:
+    """Each entity an event updates, with its maths, card last."""
+    out: list[tuple[StateKey, _EntityMaths]] = [
+        ((Entity.MERCHANT, ev.merchant), compute.merchant_features)
+    ]
+    if ev.device is not None:
+        out.append(((Entity.DEVICE, ev.device), _DEVICE))
+    if ev.ip is not None:
+        out.append(((Entity.IP, ev.ip), _IP))
+    out.append(((Entity.CARD, ev.card), compute.card_features))
+    return out
 
 
 def _on_parts(

@@ -51,7 +51,9 @@ def tune_gc() -> None:
 def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
     """Everything the loop needs; connections are made lazily by the clients."""
     endpoints = resolve_endpoints(settings)
-    client = redis_client(endpoints.redis_url, settings.redis_timeout_ms)
+    client = redis_client(
+        endpoints.redis_url, settings.redis_timeout_ms, cluster=settings.redis_cluster
+    )
     rules = RuleSource(settings.rules_file)
     watcher = ModelWatcher(
         settings, endpoints.kafka_bootstrap, Registry(settings.registry_dir), settings.model_name

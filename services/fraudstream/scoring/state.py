@@ -20,14 +20,16 @@ breaker so a slow or dead Redis costs one fast check per batch, not a timeout pe
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from fraudstream.errors import InfrastructureUnavailable
 from fraudstream.features.labels import LabelBook, decode_book, encode_book
@@ -40,6 +42,14 @@ from fraudstream.features.state import (
     encode_part,
     part_header,
 )
+from fraudstream.redis_nodes import KeysNotOnNode
+from fraudstream.scoring.redis_io import (
+    CheckpointMove,
+    ClusterNodes,
+    FieldWrites,
+    SingleNode,
+    StateIO,
+)
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -47,6 +57,7 @@ _log = logging.getLogger(__name__)
 # Expiry only frees memory: a part idle for longer than the logical TTL (in event time)
 # reads as empty anyway, and event times are bounded by the broker timestamps.
 EXPIRY_MARGIN_S = 30 * 86400
+EPOCH_ORIGIN = 1_577_836_800  # epochs count seconds from 2020-01-01 (fit 32 bits to 2156)
 
 
 class CircuitBreaker:
@@ -123,54 +134,6 @@ class Checkpoint:
         return self.version == LAYOUT_VERSION
 
 
-# KEYS: the checkpoints of all input partitions, then entity keys. Returns per checkpoint
-# {offset, epoch, version} (false when missing), then per entity key its fields and values.
-_LOAD = """
-local n = tonumber(ARGV[1])
-local out = {}
-for i = 1, n do
-  out[i] = redis.call('HMGET', KEYS[i], 'offset', 'epoch', 'version')
-end
-for i = n + 1, #KEYS do
-  out[i] = redis.call('HGETALL', KEYS[i])
-end
-return out
-"""
-# KEYS: the checkpoints to move, then entity keys. ARGV: n checkpoints, layout version,
-# per checkpoint (epoch, expected offset, new offset), per entity key (ttl, number of
-# fields, then (checkpoint index, field, value) triples). A checkpoint that is not exactly
-# the expected one moves nothing, and the fields that belong to it are not written;
-# returns the indexes of those checkpoints.
-_SAVE = """
-local n, version = tonumber(ARGV[1]), ARGV[2]
-local ok, refused, a = {}, {}, 3
-for i = 1, n do
-  local epoch, expected, new = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  a = a + 3
-  local cur = redis.call('HMGET', KEYS[i], 'offset', 'epoch', 'version')
-  if cur[1] == expected and cur[2] == epoch and cur[3] == version then
-    ok[i] = true
-    redis.call('HSET', KEYS[i], 'offset', new)
-  else
-    refused[#refused + 1] = i
-  end
-end
-for k = n + 1, #KEYS do
-  local ttl, m, wrote = ARGV[a], tonumber(ARGV[a + 1]), false
-  a = a + 2
-  for _ = 1, m do
-    if ok[tonumber(ARGV[a])] then
-      redis.call('HSET', KEYS[k], ARGV[a + 1], ARGV[a + 2])
-      wrote = true
-    end
-    a = a + 3
-  end
-  if wrote then redis.call('EXPIRE', KEYS[k], ttl) end
-end
-return refused
-"""
-
-
 @dataclass
 class Loaded:
     """What one read returned: the entity parts and merchant label books (of current
@@ -218,8 +181,9 @@ class ScorerState:
         self.label_partitions = label_partitions
         self.breaker = breaker or CircuitBreaker()
         self.on_error = on_error
-        self._load = client.register_script(_LOAD)
-        self._save = client.register_script(_SAVE)
+        self.io: StateIO = (
+            ClusterNodes(client) if isinstance(client, RedisCluster) else SingleNode(client)
+        )
         self._ttls = {e: int(layout.ttl_s + EXPIRY_MARGIN_S) for e, layout in LAYOUTS.items()}
 
     def state_key(self, key: StateKey) -> str:
@@ -233,10 +197,10 @@ class ScorerState:
         """The parts of `keys` (merchants with their label books) and all checkpoints, in
         one script call."""
         n, m = self.partitions, self.label_partitions
-        names = [self.checkpoint_key(p) for p in range(n)]
-        names += [self.checkpoint_key(q, labels=True) for q in range(m)]
-        names += [self.state_key(k) for k in keys]
-        reply = self._call(lambda: cast(list[Any], self._load(names, [n + m])))
+        checkpoints = [self.checkpoint_key(p) for p in range(n)]
+        checkpoints += [self.checkpoint_key(q, labels=True) for q in range(m)]
+        names = [self.state_key(k) for k in keys]
+        reply = self._call(lambda: self.io.load(checkpoints, names))
         loaded = Loaded(
             PartStates(), {p: _checkpoint(reply[p]) for p in range(n)}, {},
             {q: _checkpoint(reply[n + q]) for q in range(m)},
@@ -262,6 +226,7 @@ class ScorerState:
                 part = decode_part(key[0], blob)
                 if part is not None:
                     parts[int(name)] = part
+                    loaded.states.offsets[(*key, int(name))] = header.offset
             if parts:
                 loaded.states[key] = parts
             if books:
@@ -292,11 +257,13 @@ class ScorerState:
         label_moves = label_moves or {}
         order = [(False, p) for p in moves] + [(True, q) for q in label_moves]
         index = {entry: i + 1 for i, entry in enumerate(order)}
-        names = [self.checkpoint_key(p, labels=is_label) for is_label, p in order]
-        args: list[Any] = [len(order), LAYOUT_VERSION]
+        checkpoint_moves = []
         for is_label, p in order:
             move = (label_moves if is_label else moves)[p]
-            args += [move.expected.epoch, move.expected.offset, move.offset]
+            checkpoint_moves.append(CheckpointMove(
+                self.checkpoint_key(p, labels=is_label), move.expected.epoch,
+                move.expected.offset, move.offset,
+            ))  # fmt: skip
         fields: dict[StateKey, list[tuple[int, str, bytes]]] = {}
         for (entity, entity_id, partition), (state, offset) in parts.items():
             epoch = moves[partition].expected.epoch
@@ -308,29 +275,27 @@ class ScorerState:
             fields.setdefault((Entity.MERCHANT, merchant), []).append(
                 (index[(True, q)], f"L{q}", encode_book(book, epoch, offset))
             )
-        for key, written in fields.items():
-            names.append(self.state_key(key))
-            args += [self._ttls[key[0]], len(written)]
-            for triple in written:
-                args += triple
-        refused = self._call(lambda: cast(list[int], self._save(names, args)))
+        writes = [
+            FieldWrites(self.state_key(key), self._ttls[key[0]], written, key[0] is Entity.CARD)
+            for key, written in fields.items()
+        ]
+        refused = self._call(lambda: self.io.save(LAYOUT_VERSION, checkpoint_moves, writes))
         return {order[int(i) - 1][1] for i in refused}
 
     def reset(self, partition: int, offset: int, *, labels: bool = False) -> Checkpoint:
         """Start a new epoch for `partition` at `offset`: every part it wrote before reads
         as absent from now on, and writers expecting the old checkpoint are refused."""
-        checkpoint = Checkpoint(offset, secrets.randbelow(2**31 - 1) + 1)
-        mapping = {"offset": offset, "epoch": checkpoint.epoch, "version": LAYOUT_VERSION}
         key = self.checkpoint_key(partition, labels=labels)
-        self._call(lambda: self.client.hset(key, mapping=mapping))
-        return checkpoint
+        floor = int(time.time()) - EPOCH_ORIGIN  # above any epoch of a Redis that lost its data
+        epoch = self._call(lambda: self.io.reset(key, offset, floor, LAYOUT_VERSION))
+        return Checkpoint(offset, epoch)
 
     def _call(self, operation: Callable[[], T]) -> T:
         if not self.breaker.allow():
             raise InfrastructureUnavailable("Redis circuit open: skipping state for this batch")
         try:
             result = operation()
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, KeysNotOnNode) as exc:
             self.breaker.failure()
             if self.on_error is not None:
                 self.on_error(type(exc).__name__)
@@ -354,9 +319,15 @@ def touched_partitions(parts: Iterable[PartKey]) -> set[int]:
     return {partition for _entity, _id, partition in parts}
 
 
-def redis_client(url: str, timeout_ms: int) -> redis.Redis:
-    """A client that fails fast: millisecond timeouts, no retries (the breaker decides)."""
+def redis_client(url: str, timeout_ms: int, *, cluster: bool = False) -> redis.Redis:
+    """A client that fails fast: millisecond timeouts, no retries (the breaker decides).
+    With `cluster`, a Redis Cluster client (`url` names any node)."""
     seconds = timeout_ms / 1000
+    if cluster:
+        return cast(redis.Redis, RedisCluster.from_url(
+            url, socket_timeout=seconds, socket_connect_timeout=seconds,
+            retry_on_timeout=False, retry=Retry(NoBackoff(), 0),
+        ))  # fmt: skip
     return redis.Redis.from_url(
         url, socket_timeout=seconds, socket_connect_timeout=seconds, retry_on_timeout=False,
         retry=None, health_check_interval=0,

@@ -30,6 +30,7 @@ from fraudstream.features.pipeline import (
     PartKey,
     PartStates,
     StateKey,
+    fold_parts,
     state_keys,
 )
 from fraudstream.features.state import id_hash
@@ -59,9 +60,8 @@ class Fold:
         oks, _errs = self._decode(records)
         events = [Event.from_transaction(tx) for _, tx in oks]
         txids = [id_hash(tx.transaction_id) for _, tx in oks]
-        _rows, admitted = self.pipeline.transform_parts(
-            events, [partition] * len(events), states, txids
-        )
+        offsets = [records[index][0] for index, _ in oks]
+        admitted = fold_parts(events, offsets, partition, states, txids)
         changed: dict[PartKey, tuple[list[float], int]] = {}
         for (index, _tx), event, ok in zip(oks, events, admitted, strict=True):
             if ok:
@@ -189,6 +189,8 @@ class Replayer:
             for key, parts in loaded.states.items():
                 if partition in parts:  # only this partition's part is folded
                     states[key] = {partition: parts[partition]}
+                    part_key = (*key, partition)
+                    states.offsets[part_key] = loaded.states.offsets[part_key]
         changed = self.fold(partition, records, states)
         refused = self.state.save(changed, {partition: PartWrite(checkpoint, reached)})
         if refused:
