@@ -1,21 +1,72 @@
-"""Factories for confluent-kafka clients with our common settings; no network until used."""
+"""Factories for confluent-kafka clients with our common settings; no network until used.
+
+A client's config is, in merge order: bootstrap and security (`CommonSettings`), our base
+settings for its kind, the caller's `overrides`, and last the environment's
+`FRAUD_KAFKA_CLIENT_OVERRIDES` (see `env_overrides`), an operator's escape hatch for
+trying librdkafka settings without a release.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from fraudstream.errors import ConfigurationError
 from fraudstream.settings import CommonSettings
 
 _log = logging.getLogger("fraudstream.kafka")
 
+OVERRIDES_ENV = "FRAUD_KAFKA_CLIENT_OVERRIDES"
+Kind = Literal["producer", "consumer", "admin"]
+_SECTIONS = ("all", "producer", "consumer", "admin")
+
+
+def env_overrides(kind: Kind, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """librdkafka settings from `FRAUD_KAFKA_CLIENT_OVERRIDES`, merged last into every client
+    of `kind` made here (so they beat our defaults and the caller's own settings).
+
+    The value is a JSON object of sections `all`, `producer`, `consumer`, `admin`, each an
+    object of librdkafka properties; `all` applies to every kind, the kind's own section
+    after it. For example `{"all": {"reconnect.backoff.max.ms": 10000}, "consumer":
+    {"session.timeout.ms": 45000}}` puts back librdkafka's defaults of those settings.
+    Unset or empty means no overrides; anything else malformed is a `ConfigurationError`.
+    """
+    raw = environ.get(OVERRIDES_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{OVERRIDES_ENV} is not valid JSON ({exc}): {_EXAMPLE}") from exc
+    if not isinstance(parsed, dict) or set(parsed) - set(_SECTIONS):
+        raise ConfigurationError(f"{OVERRIDES_ENV} must be an object with sections among "
+                                 f"{', '.join(_SECTIONS)}: {_EXAMPLE}")  # fmt: skip
+    merged: dict[str, Any] = {}
+    for section in ("all", kind):
+        values = parsed.get(section, {})
+        if not isinstance(values, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in values.values()
+        ):
+            raise ConfigurationError(f"{OVERRIDES_ENV}: section {section!r} must map "
+                                     f"librdkafka properties to scalars: {_EXAMPLE}")  # fmt: skip
+        merged.update(values)
+    if merged:
+        _log.info("%s settings from %s: %s", kind, OVERRIDES_ENV, merged)
+    return merged
+
+
+_EXAMPLE = 'for example {"consumer": {"session.timeout.ms": 45000}}'
+
 
 def admin_client(settings: CommonSettings, bootstrap: str) -> AdminClient:
     config: dict[str, Any] = {**settings.kafka_client_config(bootstrap), "logger": _log}
+    config.update(env_overrides("admin"))
     return AdminClient(config)
 
 
@@ -31,6 +82,7 @@ def producer(
         "logger": _log,
     }
     config.update(overrides or {})
+    config.update(env_overrides("producer"))
     return Producer(config)
 
 
@@ -51,6 +103,7 @@ def consumer(
         "logger": _log,
     }
     config.update(overrides or {})
+    config.update(env_overrides("consumer"))
     return Consumer(config)
 
 

@@ -222,6 +222,3 @@ def _combine_extra(layout: Layout, parts: list[list[float]], out: list[float]) -
             best = max(located, key=lambda p: p[at[0]])
             for i in at:
                 out[i] = best[i]
-
-
-
