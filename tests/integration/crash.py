@@ -117,6 +117,13 @@ def run(
     log = workdir / f"scorer-{seed}.log"
     reader = make_reader(settings.topic_decisions)  # reads during the faults too
     seen: list[bytes] = []
+    final = None
+    if not stops:  # a steady run: the scorer is up before the traffic starts
+        final = _start(env, log, None)
+        deadline = time.monotonic() + 60
+        while _count_in(log, "assigned") == 0:
+            assert time.monotonic() < deadline, _tail(log)
+            seen += _poll(reader, 1, 0.1)
     feeder.start()
     for stop in stops:
         started = _count_in(log, "assigned")
@@ -140,7 +147,7 @@ def run(
         if stop.signal == signal.SIGTERM:
             assert code == 0, _tail(log)
     feeder.join(120)
-    proc = _start(env, log, None)
+    proc = final or _start(env, log, None)
     try:
         all_ids = {tx.transaction_id for tx in txs}
         undecided = all_ids - {orjson.loads(v)["transaction_id"] for v in seen}

@@ -42,7 +42,13 @@ def test_provision_creates_updates_and_repeats_safely(
     first = provision(admin, isolated)
     assert sorted(c.action for c in first) == ["created"] * len(TOPICS)
 
-    metadata = admin.list_topics(timeout=10).topics
+    # A created topic reaches the broker's metadata cache a moment after the controller
+    # acknowledged it (seen under load): wait for it rather than race it.
+    deadline = time.monotonic() + 30
+    wanted = {isolated.topic_transactions, isolated.topic_models}
+    while not wanted <= set(metadata := admin.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, "created topics never appeared in the metadata"
+        time.sleep(0.1)
     assert len(metadata[isolated.topic_transactions].partitions) == 4
     assert len(metadata[isolated.topic_models].partitions) == 1
     assert _config(admin, isolated.topic_models, "cleanup.policy") == "compact"

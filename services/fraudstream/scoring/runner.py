@@ -137,9 +137,10 @@ class ScorerLoop:
                     _rewind(consumer, [*self._rolled_back, *records])
                     self._rolled_back = []
                     continue
-                self._tick()
+                ticked = self._tick()
                 if not records:
-                    self._settle(consumer)
+                    if self._settle(consumer) and ticked:
+                        self._catch_up_idle(consumer)
                     continue
                 positions = self._positions(consumer)  # before the next consume moves them
                 if not self._score_and_commit(consumer, records, positions):
@@ -201,10 +202,13 @@ class ScorerLoop:
                 _log.warning("max.message.bytes of %s unknown (%s): assuming 1 MB", topic, exc)
                 topic_max = 1_048_588
             limits[role] = min(topic_max, PRODUCER_MAX_BYTES) - RECORD_OVERHEAD_BYTES
-        if limits[DLQ] < POISON_LETTER_BYTES:
-            raise FatalKafkaError(f"{self.topics[DLQ]} accepts records of {limits[DLQ]} bytes "
-                                  f"at most: raise its max.message.bytes above "
-                                  f"{POISON_LETTER_BYTES + RECORD_OVERHEAD_BYTES}")  # fmt: skip
+        for role, limit in limits.items():
+            if limit < POISON_LETTER_BYTES:
+                raise FatalKafkaError(
+                    f"{self.topics[role]} accepts records of {limit + RECORD_OVERHEAD_BYTES} "
+                    f"bytes at most: raise its max.message.bytes to at least "
+                    f"{POISON_LETTER_BYTES + RECORD_OVERHEAD_BYTES}"
+                )
         _log.info("output size limits: %s", limits)
         return limits
 
@@ -241,11 +245,32 @@ class ScorerLoop:
         return StateSync(state, replayer, low_watermark=low_watermark,
                          on_progress=self.on_progress)  # fmt: skip
 
-    def _tick(self) -> None:
+    def _tick(self) -> bool:
+        """About once a second: the `idle` hook (health, lag); True when it ran."""
         now = time.monotonic()
-        if now - self._ticked >= 1.0:
-            self._ticked = now
-            self.idle()
+        if now - self._ticked < 1.0:
+            return False
+        self._ticked = now
+        self.idle()
+        return True
+
+    def _catch_up_idle(self, consumer: Consumer) -> None:
+        """With no input waiting, bring assigned partitions whose Redis state is behind (a
+        save lost in a crash, a degraded last batch) up to where the loop stands, so Redis
+        is current without waiting for the next record of each partition."""
+        sync = self.sync
+        if sync is None or not self.assigned:
+            return
+        partitions = [p for _topic, p in self.assigned]
+        if not sync.needs_catch_up(partitions):
+            return
+        targets = {}
+        for tp in consumer.position(consumer.assignment()):
+            committed = self._committed.get((tp.topic, tp.partition), -1)
+            at = tp.offset if tp.offset >= 0 else committed
+            if at >= 0:
+                targets[tp.partition] = at
+        sync.catch_up(targets)
 
     @property
     def producer(self) -> Producer:
@@ -407,6 +432,13 @@ class ScorerLoop:
     def _recover(self, error: KafkaError) -> None:
         """Roll the open transaction back (the caller rewinds the consumer)."""
         if error.fatal():
+            if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                KafkaError.INVALID_PRODUCER_EPOCH):  # fmt: skip
+                raise FatalKafkaError(
+                    f"fenced: another scorer started with transactional.id "
+                    f"{self.settings.transactional_id!r} ({error}); give every scorer its "
+                    "own FRAUD_SCORER_INSTANCE"
+                )
             raise FatalKafkaError(f"fatal Kafka producer error, stopping: {error}")
         if error.txn_requires_abort():
             _log.warning("aborting transaction: %s", error)

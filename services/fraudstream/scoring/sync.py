@@ -37,11 +37,16 @@ from fraudstream.features.state import id_hash
 from fraudstream.scoring.state import Checkpoint, PartWrite, ScorerState
 
 _log = logging.getLogger(__name__)
+INLINE_ATTEMPTS = 3  # an inline catch-up resumes this often after a concurrent writer
 Raw = tuple[int, bytes | None, int | None]  # offset, value, broker timestamp (ms)
 
 
 class CatchUpFailed(FraudStreamError):
     """A replay could not finish (Redis refused or failed, or the log stopped short)."""
+
+
+class CheckpointMoved(CatchUpFailed):
+    """Another writer moved the checkpoint during a replay (a zombie's late save, a rebuild)."""
 
 
 @dataclass
@@ -194,8 +199,8 @@ class Replayer:
         changed = self.fold(partition, records, states)
         refused = self.state.save(changed, {partition: PartWrite(checkpoint, reached)})
         if refused:
-            raise CatchUpFailed(f"partition {partition}: the checkpoint moved during the "
-                                "catch-up (another instance or a rebuild)")  # fmt: skip
+            raise CheckpointMoved(f"partition {partition}: the checkpoint moved during the "
+                                  "catch-up (another instance or a rebuild)")  # fmt: skip
         return Checkpoint(reached, checkpoint.epoch)
 
 
@@ -311,18 +316,36 @@ class StateSync:
         return job is not None and job.thread.is_alive()
 
     def _catch_up_inline(self, partition: int, found: Checkpoint, first: int) -> None:
+        """Replay up to `first` here and now. A checkpoint moved meanwhile (a zombie's late
+        save of a batch it had committed) is read again and the replay resumed from it."""
         started = time.monotonic()
         self._inline = self._inline or self.make_replayer()
-        try:
-            reached = self._inline.catch_up(partition, found, first)
-        except (CatchUpFailed, InfrastructureUnavailable) as exc:
-            _log.warning("partition %d not caught up (degraded meanwhile): %s", partition, exc)
-            return
+        for attempt in range(1, INLINE_ATTEMPTS + 1):
+            try:
+                reached = self._inline.catch_up(partition, found, first)
+                break
+            except CheckpointMoved as exc:
+                moved = self._reread(partition)
+                if attempt == INLINE_ATTEMPTS or moved is None or moved.offset > first:
+                    _log.warning("partition %d not caught up (degraded meanwhile): %s",
+                                 partition, exc)  # fmt: skip
+                    return
+                found = moved
+            except (CatchUpFailed, InfrastructureUnavailable) as exc:
+                _log.warning("partition %d not caught up (degraded meanwhile): %s", partition, exc)
+                return
         if first > found.offset:
             _log.info("partition %d caught up from the log: offsets %d-%d in %.2f s",
                       partition, found.offset, first - 1, time.monotonic() - started)  # fmt: skip
         with self._lock:
             self._known[partition] = reached
+
+    def _reread(self, partition: int) -> Checkpoint | None:
+        try:
+            found = self.state.checkpoint(partition)
+        except InfrastructureUnavailable:
+            return None
+        return found if found is not None and found.current else None
 
     def _restart(self, partition: int, found: Checkpoint | None, first: int) -> Checkpoint | None:
         """A new epoch from the start of the log: Redis has no usable state for the
