@@ -39,17 +39,27 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> CommonSettings:
 
 
 @pytest.fixture(scope="session")
-def endpoints(stack_settings: CommonSettings) -> Iterator[Endpoints]:
+def local_stack(stack_settings: CommonSettings) -> Iterator[LocalStack | None]:
+    """The private embedded stack (None when the environment names existing servers)."""
     kafka_env, redis_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
     if kafka_env and redis_env:
-        yield Endpoints(kafka_env, redis_env)
+        yield None
         return
     stack = LocalStack(stack_settings)
-    state = stack.up(say=lambda _line: None)
+    stack.up(say=lambda _line: None)
     try:
-        yield Endpoints(state.kafka_bootstrap, state.redis_url)
+        yield stack
     finally:
         stack.down(say=lambda _line: None)
+
+
+@pytest.fixture(scope="session")
+def endpoints(local_stack: LocalStack | None) -> Endpoints:
+    if local_stack is None:
+        return Endpoints(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["REDIS_URL"])
+    state = local_stack.load()
+    assert state is not None
+    return Endpoints(state.kafka_bootstrap, state.redis_url)
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def transactions(n: int, seed: int) -> list[Transaction]:
     return history.transactions
 
 
-def _produce(producer: Producer, topic: str, txs: list[Transaction], rate: float) -> None:
+def produce(producer: Producer, topic: str, txs: list[Transaction], rate: float) -> None:
     start = time.monotonic()
     for i, tx in enumerate(txs):
         producer.produce(topic, encode(tx), key=tx.card_token.encode())
@@ -67,7 +67,7 @@ def _produce(producer: Producer, topic: str, txs: list[Transaction], rate: float
     assert producer.flush(30) == 0
 
 
-def _start(env: dict[str, str], log: Path, fault: str | None) -> subprocess.Popen[bytes]:
+def start_scorer(env: dict[str, str], log: Path, fault: str | None) -> subprocess.Popen[bytes]:
     extra = {"FRAUD_FAULT_POINT": fault} if fault else {}
     with log.open("ab") as sink:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -76,7 +76,7 @@ def _start(env: dict[str, str], log: Path, fault: str | None) -> subprocess.Pope
         )  # fmt: skip
 
 
-def _poll(reader: Consumer, n: int, timeout_s: float) -> list[bytes]:
+def poll(reader: Consumer, n: int, timeout_s: float) -> list[bytes]:
     deadline, got = time.monotonic() + timeout_s, list[bytes]()
     while len(got) < n and time.monotonic() < deadline:
         message = reader.poll(0.2)
@@ -111,7 +111,7 @@ def run(
     txs = transactions(n, seed=40 + seed)
     rng = random.Random(seed)
     feeder = threading.Thread(
-        target=_produce, args=(make_producer(), settings.topic_transactions, txs, rate),
+        target=produce, args=(make_producer(), settings.topic_transactions, txs, rate),
         daemon=True,
     )  # fmt: skip
     log = workdir / f"scorer-{seed}.log"
@@ -119,54 +119,54 @@ def run(
     seen: list[bytes] = []
     final = None
     if not stops:  # a steady run: the scorer is up before the traffic starts
-        final = _start(env, log, None)
+        final = start_scorer(env, log, None)
         deadline = time.monotonic() + 60
         while _count_in(log, "assigned") == 0:
             assert time.monotonic() < deadline, _tail(log)
-            seen += _poll(reader, 1, 0.1)
+            seen += poll(reader, 1, 0.1)
     feeder.start()
     for stop in stops:
         started = _count_in(log, "assigned")
-        proc = _start(env, log, stop.fault)
+        proc = start_scorer(env, log, stop.fault)
         if stop.fault is not None:
             deadline = time.monotonic() + 90
             while proc.poll() is None:
                 assert time.monotonic() < deadline, f"{stop} never reached:\n{_tail(log)}"
-                seen += _poll(reader, 1000, 0.5)
+                seen += poll(reader, 1000, 0.5)
             assert proc.returncode == -signal.SIGKILL, _tail(log)
             continue
         target = len(seen) + rng.randint(150, 700)
-        seen += _poll(reader, target - len(seen), 60)
+        seen += poll(reader, target - len(seen), 60)
         if stop.signal == signal.SIGTERM:  # once it runs (a stop during imports is a kill)
             deadline = time.monotonic() + 60
             while _count_in(log, "assigned") <= started:
                 assert time.monotonic() < deadline, _tail(log)
-                seen += _poll(reader, 1000, 0.2)
+                seen += poll(reader, 1000, 0.2)
         os.kill(proc.pid, stop.signal)  # SIGTERM lands mid-traffic: the batch must finish
         code = proc.wait(30)
         if stop.signal == signal.SIGTERM:
             assert code == 0, _tail(log)
     feeder.join(120)
-    proc = final or _start(env, log, None)
+    proc = final or start_scorer(env, log, None)
     try:
         all_ids = {tx.transaction_id for tx in txs}
         undecided = all_ids - {orjson.loads(v)["transaction_id"] for v in seen}
         deadline = time.monotonic() + 120
         while undecided:  # at least once: repeats must not count as progress
             assert time.monotonic() < deadline, f"{len(undecided)} inputs not decided in time"
-            more = _poll(reader, len(undecided), 5)
+            more = poll(reader, len(undecided), 5)
             undecided -= {orjson.loads(v)["transaction_id"] for v in more}
             seen += more
-        seen += _poll(reader, 1, 3)  # and nothing more arrives (checked below)
+        seen += poll(reader, 1, 3)  # and nothing more arrives (checked below)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, _tail(log)
-    _verdict(seen, all_ids, exactly_once=exactly_once)
+    verdict(seen, all_ids, exactly_once=exactly_once)
     assert_state_matches_a_clean_pass(env)
     return Outcome(seen, _tail(log))
 
 
-def _verdict(seen: list[bytes], all_ids: set[str], *, exactly_once: bool) -> None:
+def verdict(seen: list[bytes], all_ids: set[str], *, exactly_once: bool) -> None:
     decisions = [orjson.loads(v) for v in seen]
     ids = Counter(d["transaction_id"] for d in decisions)
     missing = all_ids - set(ids)
