@@ -55,6 +55,7 @@ from fraudstream.scoring.core import (
 )
 from fraudstream.scoring.isolation import Isolation, RecordId
 from fraudstream.scoring.settings import ScorerSettings
+from fraudstream.scoring.state import ScorerState
 from fraudstream.scoring.sync import Fold, Replayer, StateSync
 
 _log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ class ScorerLoop:
         self._failed: list[KafkaError] = []  # at least once: the batch's failed deliveries
         self.sync: StateSync | None = None
         self.rule_source: RuleSource | None = None  # for metrics of its reloads
+        # Replays use their own Redis client (a long timeout, their own breaker): a catch-up
+        # save is bigger than a live batch's and must not trip the live circuit.
+        self.replay_state: ScorerState | None = None
         self.on_progress: Callable[[object], None] | None = None
         self.on_poison: Callable[[RecordId], None] | None = None
         self.isolation = Isolation(settings.scorer_batch_max)
@@ -229,12 +233,14 @@ class ScorerLoop:
         if not state.label_partitions:
             _log.warning("labels topic %r not found: merchant fraud labels stay 0", labels)
         fold = Fold(self.scorer.models().pipeline, self.scorer.max_message_bytes)
+        replay_state = self.replay_state or state
+        replay_state.topic, replay_state.partitions = state.topic, state.partitions
 
         def replayer() -> Replayer:
             return Replayer(lambda: kafka_clients.consumer(
                 self.settings, self.bootstrap, f"{self.settings.scorer_group_id}-replay",
                 {"enable.partition.eof": False, "fetch.min.bytes": 1},
-            ), state, fold)  # fmt: skip
+            ), replay_state, fold)  # fmt: skip
 
         def low_watermark(partition: int) -> int:
             low, _high = consumer.get_watermark_offsets(

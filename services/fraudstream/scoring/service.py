@@ -29,7 +29,7 @@ from fraudstream.scoring.model import ServingModel
 from fraudstream.scoring.models import ModelSet, ModelWatcher
 from fraudstream.scoring.runner import ScorerLoop
 from fraudstream.scoring.settings import ScorerSettings
-from fraudstream.scoring.state import ScorerState, redis_client
+from fraudstream.scoring.state import CircuitBreaker, ScorerState, redis_client
 from fraudstream.scoring.sync import Progress
 
 _log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ _log = logging.getLogger(__name__)
 # events and its older generations rescan everything the process loaded. Measured with
 # load_tests/bench_batch.py: ~164 -> ~105 µs per event, as fast as with the collector off.
 GC_THRESHOLDS = (100_000, 50, 100)
+REPLAY_TIMEOUT_MS = 10_000  # catch-up saves of 500 records; far from the hot path
 
 
 def tune_gc() -> None:
@@ -78,6 +79,12 @@ def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
     )
     loop = ScorerLoop(settings, endpoints.kafka_bootstrap, scorer)
     loop.rule_source = rules
+    replay_client = redis_client(endpoints.redis_url, REPLAY_TIMEOUT_MS,
+                                 cluster=settings.redis_cluster)  # fmt: skip
+    loop.replay_state = ScorerState(
+        replay_client, prefix=f"{settings.redis_prefix}:fs", topic=settings.topic_transactions,
+        breaker=CircuitBreaker(cooldown_s=5.0),
+    )  # fmt: skip
     return loop, watcher
 
 

@@ -38,6 +38,10 @@ from fraudstream.scoring.state import Checkpoint, PartWrite, ScorerState
 
 _log = logging.getLogger(__name__)
 INLINE_ATTEMPTS = 3  # an inline catch-up resumes this often after a concurrent writer
+# Records per replay save. Redis runs one script at a time: a 5,000-record save took
+# 0.5-2 s on a busy 2-core machine (load_tests/bench_rebuild.py), blocking live batches
+# behind it; 500 keeps each script near the size of a live batch's.
+REPLAY_CHUNK = 500
 Raw = tuple[int, bytes | None, int | None]  # offset, value, broker timestamp (ms)
 
 
@@ -58,11 +62,16 @@ class Fold:
     max_message_bytes: int
 
     def __call__(
-        self, partition: int, records: Sequence[Raw], states: PartStates
+        self,
+        partition: int,
+        records: Sequence[Raw],
+        states: PartStates,
+        decoded: list[tuple[int, Transaction]] | None = None,
     ) -> dict[PartKey, tuple[list[float], int]]:
-        """Fold `(offset, value, timestamp)` records; returns the parts changed and their
-        last offset. Validation is the scorer's own: the same records are refused."""
-        oks, _errs = self._decode(records)
+        """Fold `(offset, value, timestamp)` records (`decoded`: their accepted
+        transactions, if already validated); returns the parts changed and their last
+        offset. Validation is the scorer's own: the same records are refused."""
+        oks = self.decode(records) if decoded is None else decoded
         events = [Event.from_transaction(tx) for _, tx in oks]
         txids = [id_hash(tx.transaction_id) for _, tx in oks]
         offsets = [records[index][0] for index, _ in oks]
@@ -75,17 +84,20 @@ class Fold:
                     changed[(entity, entity_id, partition)] = (part, records[index][0])
         return changed
 
-    def keys(self, records: Sequence[Raw]) -> list[StateKey]:
-        oks, _errs = self._decode(records)
+    @staticmethod
+    def keys(decoded: Sequence[tuple[int, Transaction]]) -> list[StateKey]:
+        """The entity keys the accepted transactions touch."""
         return list(dict.fromkeys(
-            k for _, tx in oks for k in state_keys(Event.from_transaction(tx))
+            k for _, tx in decoded for k in state_keys(Event.from_transaction(tx))
         ))  # fmt: skip
 
-    def _decode(self, records: Sequence[Raw]) -> tuple[list[tuple[int, Transaction]], object]:
-        return decode_transactions(
+    def decode(self, records: Sequence[Raw]) -> list[tuple[int, Transaction]]:
+        """The accepted transactions (index into `records`, transaction)."""
+        oks, _errs = decode_transactions(
             [value for _, value, _ in records], self.max_message_bytes,
             timestamps_ms=[timestamp for _, _, timestamp in records],
         )  # fmt: skip
+        return oks
 
 
 @dataclass
@@ -112,7 +124,7 @@ class Replayer:
         state: ScorerState,
         fold: Fold,
         *,
-        chunk: int = 5000,
+        chunk: int = REPLAY_CHUNK,
         stall_s: float = 30.0,
     ) -> None:
         self.make_consumer = make_consumer
@@ -189,14 +201,15 @@ class Replayer:
         reached: int,
     ) -> Checkpoint:
         states = PartStates()
-        if records:
-            loaded = self.state.load(self.fold.keys(records))
+        decoded = self.fold.decode(records)
+        if decoded:
+            loaded = self.state.load(self.fold.keys(decoded))
             for key, parts in loaded.states.items():
                 if partition in parts:  # only this partition's part is folded
                     states[key] = {partition: parts[partition]}
                     part_key = (*key, partition)
                     states.offsets[part_key] = loaded.states.offsets[part_key]
-        changed = self.fold(partition, records, states)
+        changed = self.fold(partition, records, states, decoded)
         refused = self.state.save(changed, {partition: PartWrite(checkpoint, reached)})
         if refused:
             raise CheckpointMoved(f"partition {partition}: the checkpoint moved during the "
@@ -235,6 +248,7 @@ class StateSync:
         self._known: dict[int, Checkpoint] = {}
         self._committed: dict[int, int] = {}  # the loop's committed position per partition
         self._jobs: dict[int, _Job] = {}
+        self._job_slot = threading.Lock()  # background jobs run one at a time
         self._inline: Replayer | None = None
 
     def synced(self, partitions: Iterable[int]) -> dict[int, Checkpoint]:
@@ -383,8 +397,15 @@ class StateSync:
         job.thread.start()
 
     def _run_job(self, job: _Job, checkpoint: Checkpoint) -> None:
-        """Chase the loop's committed position until the rest is small enough for inline."""
+        """Chase the loop's committed position until the rest is small enough for inline.
+        One job runs at a time: on 2 cores, partitions one after the other rebuilt faster
+        than a thread each (99 vs 134 s for 100,000 cards, load_tests/bench_rebuild.py)."""
         partition = job.progress.partition
+        with self._job_slot:
+            if not job.stop.is_set():
+                self._chase(job, checkpoint, partition)
+
+    def _chase(self, job: _Job, checkpoint: Checkpoint, partition: int) -> None:
         replayer = self.make_replayer()
         try:
             while not job.stop.is_set():
