@@ -9,6 +9,7 @@ A failed block/allow list check alone also degrades the batch (tested with a Red
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import shutil
@@ -389,6 +390,35 @@ def test_redis_killed_mid_traffic_degrades_then_recovers_when_restarted_empty(
     _assert_degraded_then_recovered(outage, env)
     assert own_redis.starts == 2
     assert own_redis.keys() > 0, "no state was written to the restarted Redis"
+
+
+def test_redis_restarted_empty_is_rebuilt_in_the_background_while_degraded(
+    deployment: dict[str, str],
+    own_redis: RedisProcess,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A gap too large to close before the next batch (inline limit 50 offsets here) is
+    rebuilt by a background job while that partition's decisions are degraded; the
+    scorer returns to the full path by itself and no update is lost."""
+    env = {**deployment, "REDIS_URL": own_redis.url, "FRAUD_STATE_INLINE_CATCH_UP_MAX": "50"}
+    with caplog.at_level(logging.INFO, logger="fraudstream.scoring.sync"):
+        outage = _run_outage(
+            env, make_producer(), make_consumer(env["FRAUD_TOPIC_DECISIONS"]),
+            fault=own_redis.kill, heal=own_redis.start,
+        )  # fmt: skip
+    ids = Counter(d.transaction_id for d in outage.decisions)
+    assert set(ids) == {tx.transaction_id for tx in outage.produced}
+    assert max(ids.values()) == 1
+    assert any(d.path is DecisionPath.DEGRADED for d in outage.during())
+    assert "catching up in the background" in caplog.text
+    assert "background catch-up reached offset" in caplog.text
+    last = sorted(outage.decisions, key=lambda d: d.decided_at)[-30:]
+    assert all(d.path is not DecisionPath.DEGRADED for d in last), (
+        f"never back to the full path:\n{caplog.text[-3000:]}"
+    )
+    assert_state_matches_a_clean_pass(env)
 
 
 def test_redis_paused_costs_milliseconds_per_batch_and_no_retry_storm(

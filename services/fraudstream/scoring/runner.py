@@ -248,8 +248,10 @@ class ScorerLoop:
             )
             return int(low)
 
-        return StateSync(state, replayer, low_watermark=low_watermark,
-                         on_progress=self.on_progress)  # fmt: skip
+        return StateSync(
+            state, replayer, low_watermark=low_watermark, on_progress=self.on_progress,
+            inline_max=self.settings.state_inline_catch_up_max,
+        )  # fmt: skip
 
     def _tick(self) -> bool:
         """About once a second: the `idle` hook (health, lag); True when it ran."""

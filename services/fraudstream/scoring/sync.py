@@ -38,6 +38,8 @@ from fraudstream.scoring.state import Checkpoint, PartWrite, ScorerState
 
 _log = logging.getLogger(__name__)
 INLINE_ATTEMPTS = 3  # an inline catch-up resumes this often after a concurrent writer
+JOB_POLL_S = 0.05  # a caught-up background job checks the loop's position this often
+HANDOVER_WAIT_S = 5.0  # ... and leaves after this long if the loop has not taken over
 # Records per replay save. Redis runs one script at a time: a 5,000-record save took
 # 0.5-2 s on a busy 2-core machine (load_tests/bench_rebuild.py), blocking live batches
 # behind it; 500 keeps each script near the size of a live batch's.
@@ -266,8 +268,10 @@ class StateSync:
         loop scores next) to it: inline when the gap is small, else on a background job
         (those partitions stay unsynced, and degraded, until it is nearly done)."""
         with self._lock:
-            todo = {p: o for p, o in first_offsets.items()
-                    if p not in self._known and not self._running(p)}  # fmt: skip
+            todo = {p: o for p, o in first_offsets.items() if p not in self._known}
+        for partition, first in list(todo.items()):
+            if not self._take_over(partition, first):
+                del todo[partition]  # its background job is still far behind
         if not todo:
             return
         try:
@@ -328,6 +332,22 @@ class StateSync:
     def _running(self, partition: int) -> bool:
         job = self._jobs.get(partition)
         return job is not None and job.thread.is_alive()
+
+    def _take_over(self, partition: int, first: int) -> bool:
+        """Whether the loop may catch `partition` up now: no background job runs for it,
+        or the job is within the inline limit of `first` (it is then stopped, its last
+        save done, and the loop closes the rest inline)."""
+        with self._lock:
+            job = self._jobs.get(partition)
+        if job is None or not job.thread.is_alive():
+            return True
+        if first - job.progress.at > self.inline_max:
+            return False
+        job.stop.set()
+        job.thread.join()
+        with self._lock:
+            self._jobs.pop(partition, None)
+        return True
 
     def _catch_up_inline(self, partition: int, found: Checkpoint, first: int) -> None:
         """Replay up to `first` here and now. A checkpoint moved meanwhile (a zombie's late
@@ -406,16 +426,30 @@ class StateSync:
                 self._chase(job, checkpoint, partition)
 
     def _chase(self, job: _Job, checkpoint: Checkpoint, partition: int) -> None:
+        """Follow the loop's committed position until the loop takes over (`_take_over`
+        stops the job once it is within the inline limit of the next batch)."""
         replayer = self.make_replayer()
+
+        def report(progress: Progress) -> None:
+            job.progress.at = progress.at
+            self._report(progress)
+
+        caught_up_at: float | None = None
         try:
             while not job.stop.is_set():
                 with self._lock:
                     target = self._committed.get(partition, checkpoint.offset)
-                if target - checkpoint.offset <= self.inline_max:
-                    break
                 job.progress.target = target
+                if target <= checkpoint.offset:  # wait for the loop to take over, a while
+                    caught_up_at = caught_up_at or time.monotonic()
+                    if time.monotonic() - caught_up_at > HANDOVER_WAIT_S:
+                        break  # no traffic on it: the loop's idle catch-up finishes it
+                    job.stop.wait(JOB_POLL_S)
+                    continue
+                caught_up_at = None
                 checkpoint = replayer.catch_up(partition, checkpoint, target, stop=job.stop,
-                                               on_progress=self._report)  # fmt: skip
+                                               on_progress=report)  # fmt: skip
+                job.progress.at = checkpoint.offset
             elapsed = time.monotonic() - job.progress.started
             _log.info("partition %d: background catch-up reached offset %d in %.1f s",
                       partition, checkpoint.offset, elapsed)  # fmt: skip
