@@ -158,7 +158,10 @@ class BatchScorer:
             result.pending_save = self._score_full(records, full, synced, loaded, outputs, result)
         if rest:
             self._score_degraded(records, rest, outputs, result)
-        _lap(result, "decide", mark)
+        # "decide": what the batch took after the state read, less its features, rules and
+        # model stages (timed inside): dedupe, encoding, dead letters.
+        inner = sum(result.stage_seconds.get(s, 0.0) for s in ("features", "rules", "model"))
+        result.stage_seconds["decide"] = max(time.perf_counter() - mark - inner, 0.0)
         for index, record in enumerate(records):
             if (record.topic, record.partition, record.offset) in poison:
                 outputs[index] = self._poison_letter(record)
@@ -204,9 +207,11 @@ class BatchScorer:
         partitions = [records[i].partition for i, _ in items]
         txids = [id_hash(tx.transaction_id) for _, tx in items]
         states = loaded.states
+        started = time.perf_counter()
         rows, admitted = models.pipeline.transform_parts(
             events, partitions, states, txids, loaded.labels
         )
+        _lap(result, "features", started)
         parts: dict[PartKey, tuple[list[float], int]] = {}
         kept: list[tuple[int, Transaction]] = []
         for (index, tx), event, partition, ok in zip(items, events, partitions, admitted,
@@ -260,13 +265,16 @@ class BatchScorer:
             return
         txs = [tx for _, tx in items]
         models = self.models()
+        mark = time.perf_counter()
         hits = self._list_hits(txs, result, degraded=degraded)
         rule_outcomes = self.rules().evaluate(RuleBatch(txs, rows, models.pipeline.columns, hits))
+        mark = _lap(result, "rules", mark)
         amounts = np.array([tx.amount for tx in txs])
         verdicts, scores = route_and_decide(
             models, rows, [tx.card_token for tx in txs], rule_outcomes, amounts,
             degraded=degraded or result.lists_unavailable, policy=self.policy,
         )  # fmt: skip
+        _lap(result, "model", mark)
         now = self.clock()
         for row, ((index, tx), verdict) in enumerate(zip(items, verdicts, strict=True)):
             record = records[index]

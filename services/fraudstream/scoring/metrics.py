@@ -37,12 +37,12 @@ class Stage(StrEnum):
 
     CONSUME = "consume"
     VALIDATE = "validate"
-    STATE = "state"  # Redis read of entity states and memos
+    STATE = "state"  # Redis read of entity parts and checkpoints
     RULES = "rules"
     FEATURES = "features"
     MODEL = "model"
     DECIDE = "decide"
-    SAVE = "save"  # Redis write of entity states and memos
+    SAVE = "save"  # Redis write of entity parts and checkpoints (after the commit)
     PRODUCE = "produce"
     COMMIT = "commit"
 
