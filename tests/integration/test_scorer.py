@@ -216,18 +216,25 @@ def _start_scorer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize(
-    ("seed", "delivery"), [(1, "exactly_once"), (2, "exactly_once"), (3, "at_least_once")]
-)
+    ("seed", "delivery", "partitions"),
+    [(1, "exactly_once", 3), (2, "exactly_once", 3), (3, "at_least_once", 3),
+     (4, "at_least_once", 1)],
+)  # fmt: skip
 def test_kill_minus_nine_loses_and_doubles_nothing(  # noqa: PLR0917 - pytest fixtures
     seed: int,
     delivery: str,
-    scorer_env: dict[str, str],
+    partitions: int,
+    endpoints: Endpoints,
+    registry_dir: Path,
+    admin: AdminClient,
     tmp_path: Path,
     make_producer: Callable[..., Producer],
     make_consumer: Callable[..., Consumer],
 ) -> None:
-    """kill -9, SIGTERM, kill -9 at random moments of the traffic (tests/integration/crash.py)."""
-    env = {**scorer_env, "FRAUD_SCORER_DELIVERY": delivery}
+    """kill -9, SIGTERM, kill -9 at random moments of the traffic (tests/integration/crash.py).
+    At least once on one partition, a repeat must equal the first decision."""
+    env = deployment_env(endpoints, registry_dir, admin, FRAUD_SCORER_DELIVERY=delivery,
+                         FRAUD_TOPIC_PARTITIONS=str(partitions))  # fmt: skip
     crash.run(env, make_producer, make_consumer, tmp_path, seed=seed)
 
 
