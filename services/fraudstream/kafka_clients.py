@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ _log = logging.getLogger("fraudstream.kafka")
 OVERRIDES_ENV = "FRAUD_KAFKA_CLIENT_OVERRIDES"
 Kind = Literal["producer", "consumer", "admin"]
 _SECTIONS = ("all", "producer", "consumer", "admin")
+_SECRET = re.compile(r"password|secret|\.key\b|jaas", re.IGNORECASE)
 
 
 def env_overrides(kind: Kind, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -47,17 +49,16 @@ def env_overrides(kind: Kind, environ: Mapping[str, str] = os.environ) -> dict[s
     if not isinstance(parsed, dict) or set(parsed) - set(_SECTIONS):
         raise ConfigurationError(f"{OVERRIDES_ENV} must be an object with sections among "
                                  f"{', '.join(_SECTIONS)}: {_EXAMPLE}")  # fmt: skip
-    merged: dict[str, Any] = {}
-    for section in ("all", kind):
-        values = parsed.get(section, {})
+    for section, values in parsed.items():
         if not isinstance(values, dict) or not all(
             isinstance(v, str | int | float | bool) for v in values.values()
         ):
             raise ConfigurationError(f"{OVERRIDES_ENV}: section {section!r} must map "
                                      f"librdkafka properties to scalars: {_EXAMPLE}")  # fmt: skip
-        merged.update(values)
+    merged: dict[str, Any] = {**parsed.get("all", {}), **parsed.get(kind, {})}
     if merged:
-        _log.info("%s settings from %s: %s", kind, OVERRIDES_ENV, merged)
+        shown = {k: "***" if _SECRET.search(k) else v for k, v in merged.items()}
+        _log.info("%s settings from %s: %s", kind, OVERRIDES_ENV, shown)
     return merged
 
 
@@ -70,15 +71,27 @@ def admin_client(settings: CommonSettings, bootstrap: str) -> AdminClient:
     return AdminClient(config)
 
 
+# librdkafka bounds a network request by socket.timeout.ms (default 60 s), and with the
+# broker gone send_offsets_to_transaction() ignores its own timeout (librdkafka#5456): given
+# the scorer's 10 s it blocked until the broker was back (23-27 s, load_tests/
+# send_offsets_hang.py) and, in 3 of 20 scorer broker restarts, the full 60 s, stalling the
+# loop and its rebalance (decisions back after 27-29 s instead of 12-15 s). At 10 s, the
+# scorer's own transaction timeout, it returned after 10.0 s every time. Produce requests
+# that time out are retried (idempotence keeps them single and in order).
+REQUEST_TIMEOUT = {"socket.timeout.ms": 10_000}
+
+
 def producer(
     settings: CommonSettings, bootstrap: str, overrides: Mapping[str, Any] | None = None
 ) -> Producer:
-    """An idempotent producer (no duplicates from internal retries), small linger for latency."""
+    """An idempotent producer (no duplicates from internal retries), small linger for latency,
+    requests bounded at 10 s (`REQUEST_TIMEOUT`)."""
     config: dict[str, Any] = {
         **settings.kafka_client_config(bootstrap),
         "enable.idempotence": True,
         "linger.ms": 5,
         "compression.type": "lz4",
+        **REQUEST_TIMEOUT,
         "logger": _log,
     }
     config.update(overrides or {})
