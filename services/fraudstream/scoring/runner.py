@@ -553,10 +553,14 @@ def consumer_tuning(batch_wait_ms: int) -> dict[str, object]:
     """The scorer's consumer settings. A fetch waits for 64 KB or the batch wait instead of
     returning on the first byte, so a fast topic gives fewer, fuller fetches. Measured
     against the former 1 byte / 100 ms (bench_scorer.py tuned-clients rows), the result
-    was within this shared machine's run-order noise: better at 2,000 tx/s, worse at 300."""
+    was within this shared machine's run-order noise: better at 2,000 tx/s, worse at 300.
+    A 6 s session (the broker's minimum) with 1.5 s heartbeats: after a broker restart
+    decisions were steady again 7.5-8.4 s after it answered, against 12.2-14.1 s with 10 s
+    (load_tests/broker_restart.py --ab, two runs each); a crashed scorer's partitions move
+    after 6 s instead of 10."""
     return {"enable.partition.eof": False, "fetch.min.bytes": 64 * 1024,
             "fetch.wait.max.ms": max(batch_wait_ms, 1), "max.poll.interval.ms": 60_000,
-            "session.timeout.ms": 10_000}  # fmt: skip
+            "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500}  # fmt: skip
 
 
 def _retrying(call: Callable[[], None], deadline: float) -> None:
@@ -584,6 +588,8 @@ def _records(messages: list[Message]) -> list[InputRecord]:
     for message in messages:
         error = message.error()
         if error is not None:
+            if error.fatal():
+                raise FatalKafkaError(f"fatal Kafka consumer error, stopping: {error}")
             if error.code() != KafkaError._PARTITION_EOF:
                 _log.warning("consumer error: %s", error)
             continue

@@ -23,6 +23,7 @@ from fraudstream.rules.engine import RuleSource
 from fraudstream.rules.lists import RedisLists
 from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
 from fraudstream.scoring.decide import DecisionPolicy
+from fraudstream.scoring.instance import InstanceLease
 from fraudstream.scoring.labels import LabelFolder
 from fraudstream.scoring.metrics import CircuitState, Dependency, ModelRef, ScorerMetrics
 from fraudstream.scoring.model import ServingModel
@@ -197,6 +198,8 @@ def serve(settings: ScorerSettings | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     settings = settings or ScorerSettings()
+    lease = _lease(settings, stop)
+    lease.acquire()  # before the producer exists: a second scorer with our id is refused
     loop, watcher = build(settings)
     observed = Observability(loop)
     observed.watch(watcher)
@@ -216,6 +219,22 @@ def serve(settings: ScorerSettings | None = None) -> None:
             folder.stop()
         watcher.stop()
         server.close()
+        lease.release()
+
+
+def _lease(settings: ScorerSettings, stop: threading.Event) -> InstanceLease:
+    """The Redis lease on this scorer's transactional.id (its own client: the hot path's
+    is too impatient); losing it to another live scorer stops this one."""
+    endpoints = resolve_endpoints(settings)
+    client = redis_client(endpoints.redis_url, 2000, cluster=settings.redis_cluster)
+
+    def lost(holder: object) -> None:
+        _log.error("another scorer holds transactional.id %s (%s): stopping",
+                   settings.transactional_id, holder)  # fmt: skip
+        stop.set()
+
+    return InstanceLease(client, settings.transactional_id, prefix=settings.redis_prefix,
+                         on_lost=lost)  # fmt: skip
 
 
 def _name(model: ServingModel | None) -> str:
