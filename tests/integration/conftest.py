@@ -163,3 +163,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def small_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a small champion, trained once for the tests that only read it."""
+    from tests.integration.scorer_support import train_small_model  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("small-registry")
+    assert train_small_model(root).promoted
+    return root

@@ -20,7 +20,6 @@ from tests.integration.scorer_support import (
     assert_state_matches_a_clean_pass,
     deployment_env,
     settings_from_env,
-    train_small_model,
 )
 
 DOWN_S = 15.0  # how long the broker stays away (the fault itself, not a synchronisation)
@@ -32,14 +31,13 @@ def test_broker_restart_mid_traffic_resumes_and_loses_nothing(  # noqa: PLR0917
     endpoints: Endpoints,
     admin: AdminClient,
     tmp_path: Path,
+    small_registry: Path,
     make_producer: Callable[..., Producer],
     make_consumer: Callable[..., Consumer],
 ) -> None:
     if local_stack is None:
         pytest.skip("needs the embedded broker (it is stopped and started here)")
-    registry = tmp_path / "registry"
-    assert train_small_model(registry).promoted
-    env = deployment_env(endpoints, registry, admin)
+    env = deployment_env(endpoints, small_registry, admin)
     settings = settings_from_env(env)
     txs = crash.transactions(2500, seed=91)
     log = tmp_path / "scorer.log"

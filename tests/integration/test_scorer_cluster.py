@@ -16,7 +16,7 @@ from fraudstream.localstack.redis_cluster import RedisCluster
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.scoring.state import Checkpoint, PartWrite, ScorerState, redis_client
 from tests.integration import crash
-from tests.integration.scorer_support import deployment_env, train_small_model
+from tests.integration.scorer_support import deployment_env
 
 # Keys chosen to land on different nodes of a 3-node cluster (checked below).
 MERCHANTS: list[StateKey] = [(Entity.MERCHANT, f"m-{i}") for i in range(12)]
@@ -81,13 +81,12 @@ def test_kill_minus_nine_on_a_redis_cluster_loses_and_doubles_nothing(  # noqa: 
     endpoints: Endpoints,
     admin: AdminClient,
     tmp_path: Path,
+    small_registry: Path,
     make_producer: Callable[..., Producer],
     make_consumer: Callable[..., Consumer],
 ) -> None:
-    registry = tmp_path / "registry"
-    assert train_small_model(registry).promoted
     cluster_endpoints = Endpoints(endpoints.kafka_bootstrap, redis_cluster.url)
-    env = deployment_env(cluster_endpoints, registry, admin, FRAUD_REDIS_CLUSTER="true",
+    env = deployment_env(cluster_endpoints, small_registry, admin, FRAUD_REDIS_CLUSTER="true",
                          FRAUD_SCORER_BATCH_MAX="100")  # fmt: skip
     stops = (crash.Stop(fault="after_commit_before_save:3"), *crash.RANDOM_KILLS[:2])
     crash.run(env, make_producer, make_consumer, tmp_path, seed=21, stops=stops, n=2000)

@@ -90,7 +90,6 @@ class FeaturePipeline:
         """One row per event, in order; each event sees the states left by the previous,
         and the merchant fraud labels in `labels` known at its time."""
         rows = []
-        pick, producer = self._pick, self._producer
         for ev in events:
             device = states[(Entity.DEVICE, ev.device)] if ev.device is not None else None
             ip = states[(Entity.IP, ev.ip)] if ev.ip is not None else None
@@ -103,15 +102,19 @@ class FeaturePipeline:
                 *compute.shared_entity_features(Entity.DEVICE, device, ev),
                 *compute.shared_entity_features(Entity.IP, ip, ev),
             ]
-            if pick is not None:
-                row = pick(row)
-            for name, default in producer:
-                supplied = ev.producer.get(name) if ev.producer else None
-                row.append(default if supplied is None else supplied)
-            rows.append(row)
+            rows.append(self._finish(row, ev))
         if not rows:
             return np.empty((0, len(self.spec.names)), dtype=np.float32)
         return np.array(rows, dtype=np.float32)
+
+    def _finish(self, row: list[float], ev: Event) -> list[float]:
+        """The spec's columns of a computed row, then the producer's features."""
+        if self._pick is not None:
+            row = self._pick(row)
+        for name, default in self._producer:
+            supplied = ev.producer.get(name) if ev.producer else None
+            row.append(default if supplied is None else supplied)
+        return row
 
     def transform_parts(
         self,
@@ -130,7 +133,6 @@ class FeaturePipeline:
         of the admitted events and, per event, whether it was admitted."""
         rows: list[list[float]] = []
         admitted: list[bool] = []
-        pick, producer = self._pick, self._producer
         seen = _CARD.slot("transactions")
         for i, ev in enumerate(events):
             partition = partitions[i]
@@ -151,12 +153,7 @@ class FeaturePipeline:
             ]  # fmt: skip
             if txid is not None:
                 compute.remember(card, seen.offset, seen.size, txid, ev.ts)
-            if pick is not None:
-                row = pick(row)
-            for name, default in producer:
-                supplied = ev.producer.get(name) if ev.producer else None
-                row.append(default if supplied is None else supplied)
-            rows.append(row)
+            rows.append(self._finish(row, ev))
             admitted.append(True)
         if not rows:
             return np.empty((0, len(self.spec.names)), dtype=np.float32), admitted
