@@ -1,7 +1,7 @@
 """Hostile input: records near and over the message-size limits must not stop a partition.
 
 Inputs of 900 KB and 1.5 MB (the broker accepts both), a dead-letter topic that takes at
-most 150 KB, a review topic too small for a review case with a full feature map: every
+most 150 KB, a review topic (5.2 KB) too small for a review case with a full feature map: every
 output is bounded by what its topic accepts, and the valid payments after them are
 decided within seconds.
 """
@@ -32,7 +32,7 @@ from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import deployment_env, settings_from_env
 
 DLQ_TOPIC_MAX = 150_000
-REVIEW_TOPIC_MAX = 4_000
+REVIEW_TOPIC_MAX = 5_200  # the least the scorer starts with (5,120), less than a full review case
 DECIDED_WITHIN_S = 10.0
 
 
@@ -59,7 +59,7 @@ def test_oversized_records_are_bounded_and_valid_ones_after_them_flow(
     txs = simulated_history(SimulationConfig(seed=5, n_transactions=100, days=2)).transactions
     before, after = txs[:20], txs[20:40]
     big_case = txs[40].model_copy(update={
-        "amount": 5000.0, "features": {f"feature_{i:02d}_" + "x" * 50: 1.0 for i in range(64)},
+        "amount": 5000.0, "features": {f"feature_{i:02d}_" + "x" * 53: 1.0 for i in range(64)},
     })  # fmt: skip
     producer = make_producer({"message.max.bytes": 4_000_000})
     for tx in [*before, big_case]:
