@@ -23,7 +23,7 @@ from fraudstream.features.spec import FeatureConfig, FeatureSpec
 from fraudstream.registry import ModelVersion, Registry, Stage, VersionDetails
 from fraudstream.simulator import TRUTH_COLUMNS, SimulationConfig, iter_transactions, simulate
 from fraudstream.training.config import TrainConfig
-from fraudstream.training.data import FeatureSpecDoc, TrainingData, to_event_time
+from fraudstream.training.data import FeatureSpecDoc, TrainingData, feature_spec_of, to_event_time
 from fraudstream.training.train import TrainResult, train
 
 _log = logging.getLogger(__name__)
@@ -71,11 +71,6 @@ def training_data(history: LabelledHistory, spec: FeatureSpec) -> TrainingData:
         X=matrix, y=history.y.astype(np.int8), event_time=to_event_time(event_us / 1e6),
         feature_spec=doc,
     )  # fmt: skip
-
-
-def feature_spec_of(doc: FeatureSpecDoc) -> FeatureSpec:
-    """The pipeline's spec stored with a model version (what the scorer rebuilds)."""
-    return FeatureSpec.model_validate(doc.source["feature_spec"])
 
 
 @dataclass(frozen=True)

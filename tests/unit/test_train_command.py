@@ -15,8 +15,8 @@ from fraudstream.cli import cli
 from fraudstream.features.pipeline import FeaturePipeline, replay
 from fraudstream.registry import Registry, Stage
 from fraudstream.simulator import SimulationConfig, simulate, write
-from fraudstream.trainer import feature_spec_of, simulated_history
-from fraudstream.training.data import FeatureSpecDoc
+from fraudstream.trainer import simulated_history
+from fraudstream.training.data import FeatureSpecDoc, feature_spec_of
 
 REPO = Path(__file__).resolve().parents[2]
 

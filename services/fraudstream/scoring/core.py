@@ -114,7 +114,6 @@ class BatchScorer:
     )
     service: str = "scorer"
     clock: Callable[[], float] = time.time
-    _poison: Set[RecordId] = field(default_factory=frozenset, repr=False)
 
     def process(
         self,
@@ -132,7 +131,6 @@ class BatchScorer:
         whose parts stand in for what Redis returns (they may not have landed yet).
         Records in `poison` (their batches failed until they stood alone) are scored (their
         state counts, as a replay counts it) but emit one small dead letter instead."""
-        self._poison = poison
         result = BatchResult()
         outputs: list[Output | None] = [None] * len(records)
         mark = time.perf_counter()
@@ -155,9 +153,11 @@ class BatchScorer:
         if loaded is not None:
             if unsaved is not None:
                 _overlay(loaded.states, unsaved)
-            result.pending_save = self._score_full(records, full, synced, loaded, outputs, result)
+            result.pending_save = self._score_full(
+                records, full, synced, loaded, outputs, result, poison
+            )
         if rest:
-            self._score_degraded(records, rest, outputs, result)
+            self._score_degraded(records, rest, outputs, result, poison)
         # "decide": what the batch took after the state read, less its features, rules and
         # model stages (timed inside): dedupe, encoding, dead letters.
         inner = sum(result.stage_seconds.get(s, 0.0) for s in ("features", "rules", "model"))
@@ -199,6 +199,7 @@ class BatchScorer:
         loaded: Loaded,
         outputs: list[Output | None],
         result: BatchResult,
+        poison: Set[RecordId],
     ) -> PendingSave:
         """Features from the entity parts; duplicates (by the card's recent ids) are
         dead-lettered and change nothing."""
@@ -233,7 +234,7 @@ class BatchScorer:
             for (_topic, partition), last in partition_offsets(records, max).items()
             if partition in synced
         }
-        self._score(records, kept, rows, outputs, result, degraded=False)
+        self._score(records, kept, rows, outputs, result, degraded=False, poison=poison)
         return PendingSave(parts, moves)
 
     def _score_degraded(
@@ -242,6 +243,7 @@ class BatchScorer:
         items: list[tuple[int, Transaction]],
         outputs: list[Output | None],
         result: BatchResult,
+        poison: Set[RecordId],
     ) -> None:
         """Event-only features (no entity history); only in-batch duplicates are caught."""
         items = self._first_of_each_id(records, items, outputs, result)
@@ -249,7 +251,7 @@ class BatchScorer:
         rows = self.models().pipeline.transform(events, StateCache())
         result.degraded = True
         result.degraded_partitions |= {records[i].partition for i, _ in items}
-        self._score(records, items, rows, outputs, result, degraded=True)
+        self._score(records, items, rows, outputs, result, degraded=True, poison=poison)
 
     def _score(
         self,
@@ -260,6 +262,7 @@ class BatchScorer:
         result: BatchResult,
         *,
         degraded: bool,
+        poison: Set[RecordId],
     ) -> None:
         if not items:
             return
@@ -278,7 +281,7 @@ class BatchScorer:
         now = self.clock()
         for row, ((index, tx), verdict) in enumerate(zip(items, verdicts, strict=True)):
             record = records[index]
-            if (record.topic, record.partition, record.offset) in self._poison:
+            if (record.topic, record.partition, record.offset) in poison:
                 continue  # its dead letter is made by `process`
             produced = self._bounded(record, self._outputs(record, tx, verdict, scores, row, now))
             outputs[index] = produced[0]

@@ -10,7 +10,7 @@ import numpy as np
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
 from fraudstream.registry import Registry
-from fraudstream.trainer import feature_spec_of
+from fraudstream.training.data import feature_spec_of
 from fraudstream.training.errors import ModelLoadError
 from fraudstream.training.explain import PathExplainer, load_booster
 from fraudstream.training.onnx_ensemble import OnnxEnsemble

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
@@ -313,10 +313,6 @@ def _checkpoint(fields: Sequence[bytes | None]) -> Checkpoint | None:
     if offset is None or epoch is None or version is None:
         return None
     return Checkpoint(int(offset), int(epoch), int(version))
-
-
-def touched_partitions(parts: Iterable[PartKey]) -> set[int]:
-    return {partition for _entity, _id, partition in parts}
 
 
 def redis_client(url: str, timeout_ms: int, *, cluster: bool = False) -> redis.Redis:

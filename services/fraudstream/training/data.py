@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fraudstream.contracts.fields import FeatureName
+from fraudstream.features.spec import FeatureSpec
 from fraudstream.training.errors import TrainingError
 
 EVENT_TIME_DTYPE = np.dtype("datetime64[us]")
@@ -171,3 +172,9 @@ def chronological_split(event_time: np.ndarray, fractions: tuple[float, float, f
                 f"{fractions}; provide more data or change the split fractions"
             )
     return Split(train=parts[0], validation=parts[1], test=parts[2])
+
+
+def feature_spec_of(doc: FeatureSpecDoc) -> FeatureSpec:
+    """The pipeline's spec stored with a model version (what the scorer rebuilds). Here,
+    beside the document, so serving reads it without importing the trainer."""
+    return FeatureSpec.model_validate(doc.source["feature_spec"])
