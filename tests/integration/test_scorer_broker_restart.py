@@ -26,6 +26,10 @@ DOWN_S = 15.0  # how long the broker stays away (the fault itself, not a synchro
 RESUMED_WITHIN_S = 30.0
 
 
+# The restarted broker outlives this test on purpose (the session's stack stops it by
+# pid); its Popen handle, dropped by LocalStack, warns when collected while it runs.
+@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_broker_restart_mid_traffic_resumes_and_loses_nothing(  # noqa: PLR0917
     local_stack: LocalStack | None,
     endpoints: Endpoints,
