@@ -363,9 +363,12 @@ def test_a_paused_instance_that_wakes_after_a_rebalance_writes_nothing_stale(
     make_producer: Callable[..., Producer],
     make_consumer: Callable[..., Consumer],
 ) -> None:
-    """Two instances share the traffic; one is frozen (SIGSTOP) mid-traffic until the group
-    gives its partitions to the other, then woken: a zombie with a batch in flight. Its
-    transaction is fenced and its Redis state, written only after a commit, stays out."""
+    """Instance a freezes itself (SIGSTOP) with a transaction open: outputs produced, offsets
+    not sent. Instance b, started then, gets every partition once a's session lapses, and
+    every decision reaches read_committed readers while a stays frozen: the broker aborts
+    the frozen transaction after the scorer's transaction timeout (20 s), not librdkafka's
+    60 s. Woken, the zombie is fenced and its Redis state, written only after a commit,
+    stays out."""
     settings = _settings(scorer_env)
     txs = _transactions(3000, seed=62)
     producer = make_producer()
@@ -374,25 +377,39 @@ def test_a_paused_instance_that_wakes_after_a_rebalance_writes_nothing_stale(
     )
     reader = make_consumer(settings.topic_decisions)
     logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
-    a = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "a"}, logs["a"])
-    b = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "b"}, logs["b"])
-    feeder.start()
-    seen = [m.value() or b"" for m in consume_n(reader, 600, timeout_s=60)]
-    assigned_b = logs["b"].read_text().count("assigned")
-    os.kill(a.pid, signal.SIGSTOP)
+    a_env = {**scorer_env, "FRAUD_SCORER_INSTANCE": "a",
+             "FRAUD_FAULT_POINT": "before_commit:10:stop"}  # fmt: skip
+    a = _start_scorer(a_env, logs["a"])
+    b: subprocess.Popen[bytes] | None = None
     try:
-        _await_log(logs["b"], "assigned", more_than=assigned_b)  # the group moved a's share
-        seen += [m.value() or b"" for m in consume_n(reader, 300, timeout_s=60)]
-    finally:
-        os.kill(a.pid, signal.SIGCONT)
-    feeder.join(60)
-    try:
-        seen += [m.value() or b"" for m in consume_n(reader, len(txs) - len(seen), 120)]
-    finally:
-        for proc in (a, b):
-            proc.send_signal(signal.SIGTERM)
-        assert a.wait(30) == 0, logs["a"].read_text()[-3000:]
+        feeder.start()
+        _await_log(logs["a"], "fault point before_commit reached", more_than=0)
+        frozen_at = time.monotonic()
+        b = _start_scorer({**scorer_env, "FRAUD_SCORER_INSTANCE": "b"}, logs["b"])
+        try:
+            feeder.join(60)
+            seen = [m.value() or b"" for m in consume_n(reader, len(txs), 90)]
+            all_decided_s = time.monotonic() - frozen_at
+        finally:
+            os.kill(a.pid, signal.SIGCONT)
+        # b's start (~3 s), a's session (6 s), the transaction timeout (20 s), the broker's
+        # check (1 s); the feeder's last record comes ~8 s after the freeze. Measured with
+        # librdkafka's 60 s timeout instead: over 60 s.
+        assert len(seen) == len(txs), f"{len(seen)} of {len(txs)} decided with a frozen"
+        assert all_decided_s < 45, f"decisions held back {all_decided_s:.0f} s by a zombie"
+        a.send_signal(signal.SIGTERM)
+        b.send_signal(signal.SIGTERM)
+        # Woken, a is fenced (its transaction outlived the timeout) and stops with the
+        # cause, or it rolled back and rejoined.
+        if a.wait(30) != 0:
+            assert "fenced" in logs["a"].read_text(), logs["a"].read_text()[-3000:]
         assert b.wait(30) == 0, logs["b"].read_text()[-3000:]
+    finally:
+        for zombie in (a, b):
+            if zombie is not None and zombie.poll() is None:
+                os.kill(zombie.pid, signal.SIGCONT)
+                zombie.kill()
+                zombie.wait(10)
     _assert_exactly_once([orjson.loads(v)["transaction_id"] for v in seen], txs)
     assert not [v for v in seen if orjson.loads(v)["path"] == "degraded"]
     assert_state_matches_a_clean_pass(scorer_env)

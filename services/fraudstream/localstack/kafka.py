@@ -146,6 +146,9 @@ def server_properties(layout: KafkaLayout, broker_port: int, controller_port: in
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # A frozen producer's open transaction is aborted within a second of its timeout
+        # instead of up to 10 s later (the default check interval).
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         "message.max.bytes": str(8 * 1024 * 1024),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())

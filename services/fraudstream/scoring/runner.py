@@ -443,9 +443,11 @@ class ScorerLoop:
             if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
                                 KafkaError.INVALID_PRODUCER_EPOCH):  # fmt: skip
                 raise FatalKafkaError(
-                    f"fenced: another scorer started with transactional.id "
-                    f"{self.settings.transactional_id!r} ({error}); give every scorer its "
-                    "own FRAUD_SCORER_INSTANCE"
+                    f"fenced ({error}): either this scorer was frozen longer than its "
+                    f"transaction timeout ({self.broker_transaction_timeout_ms / 1000:g} s) "
+                    "and the broker aborted its transaction, or another scorer started with "
+                    f"transactional.id {self.settings.transactional_id!r} (give every scorer "
+                    "its own FRAUD_SCORER_INSTANCE)"
                 )
             raise FatalKafkaError(f"fatal Kafka producer error, stopping: {error}")
         if error.txn_requires_abort():
@@ -503,13 +505,24 @@ class ScorerLoop:
             # CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms retry backoff then sets a
             # 100 ms floor on every batch (measured: 107 ms cycle vs 12 ms with 5 ms).
             {"transactional.id": self.settings.transactional_id, "linger.ms": 1,
-             "transaction.timeout.ms": 60_000, "retry.backoff.ms": 5,
-             "retry.backoff.max.ms": 20},
+             "transaction.timeout.ms": self.broker_transaction_timeout_ms,
+             "retry.backoff.ms": 5, "retry.backoff.max.ms": 20},
         )  # fmt: skip
         # Retriable while the coordinator still completes the previous incarnation's
         # transaction (CONCURRENT_TRANSACTIONS), for up to its timeout.
         _retrying(lambda: producer.init_transactions(30), time.monotonic() + 60)
         return producer
+
+    @property
+    def broker_transaction_timeout_ms(self) -> int:
+        """How long the broker lets a transaction stay open before aborting it: twice the
+        client's budget for a commit. While a scorer is frozen (SIGSTOP, a VM pause, a
+        partition from the broker) with a transaction open, read_committed readers see
+        nothing on the decision partitions it wrote until this passes and the broker's
+        next check (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by
+        default) aborts it. Kafka Streams uses 10 s for the same reason; librdkafka's
+        default of 60 s stalled the decision topic for over a minute."""
+        return int(2_000 * self.settings.scorer_transaction_timeout_s)
 
     def lag(self) -> int:
         """The group's lag on the assigned partitions: records between the committed offset

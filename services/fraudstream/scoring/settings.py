@@ -39,7 +39,14 @@ class ScorerSettings(CommonSettings):
         "decisions are visible as soon as acknowledged, and after a crash a batch may be "
         "decided again with byte-identical messages (deduplicate by transaction_id).",
     )
-    scorer_transaction_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    scorer_transaction_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Client-side budget for each transaction call. The broker aborts a "
+        "transaction left open for twice this (the producer's transaction.timeout.ms): a "
+        "frozen scorer holds read_committed readers of fraud.decisions back that long.",
+    )
     registry_dir: Path = Field(default=Path("models"), description="Model registry root.")
     model_name: str = Field(default="fraud", description="Registry model to serve.")
     rules_file: Path = Field(default=Path("config/rules.yaml"), description="Rule pack.")
