@@ -325,6 +325,16 @@ def scorer_command() -> None:
     serve()
 
 
+@cli.command("archive")
+def archive_command() -> None:
+    """Run the archiver: every topic into Parquet under FRAUD_ARCHIVE_URL (SIGTERM stops it
+    after a final flush)."""
+    from fraudstream.history.archiver import serve as serve_archiver  # noqa: PLC0415
+
+    logging.getLogger().setLevel(logging.INFO)
+    serve_archiver()
+
+
 cli.add_command(train_command)
 cli.add_command(state_group)
 
