@@ -469,8 +469,16 @@ class ScorerLoop:
             self.on_abort()
 
     def _rebuild(self) -> None:
+        """A new producer with the same transactional.id: its init_transactions() bumps the
+        epoch, which completes or aborts whatever the old one left open."""
         if self._producer is not None:
-            self._producer.flush(1)
+            try:
+                self._producer.flush(1)
+            except KafkaException as exc:
+                # A fatal producer cannot flush. Seen when the broker timed out a
+                # transaction left open across its own restart, then refused the abort
+                # as fenced; its outputs are aborted with it.
+                _log.warning("old producer not flushed: %s", exc.args[0])
         self._producer = self._make_producer()
 
     def _produce(self, producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
