@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from fraudstream.contracts import Label, LabelSource, Verdict, encode
 from fraudstream.history import layout
-from fraudstream.history.archiver import PROGRESS_DIR
+from fraudstream.history.archiver import PROGRESS_DIR, Archive
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
@@ -126,10 +126,11 @@ def test_kill_minus_nine_archives_every_record_exactly_once(
 ) -> None:
     env = _archiver_env(endpoints, admin, tmp_path)
     root, log = tmp_path / "archive", tmp_path / "archiver.log"
-    records, ids = _records(env, 4000, seed=31)
+    seed = int(os.environ.get("FRAUD_TEST_SEED", "31"))  # load_tests/archiver_stress.py
+    records, ids = _records(env, 4000, seed=seed)
     valid = sum(len(v) for v in ids.values())
     feeder = threading.Thread(target=_produce, args=(make_producer(), records, 1500.0))
-    rng = random.Random(31)
+    rng = random.Random(seed)
     proc = _start(env, log)
     try:
         feeder.start()
@@ -194,3 +195,13 @@ def test_a_flush_that_never_committed_is_discarded_and_written_again(
     assert not orphan.exists()
     assert not (source.parent / f".{orphan.name}.tmp").exists()
     assert _archived(root) == before
+
+
+def test_the_archive_opens_a_relative_directory_and_a_file_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = Archive("archive")  # the default: pyarrow refuses it as a URI
+    relative.set_progress("t", 0, 42)
+    assert (tmp_path / "archive" / PROGRESS_DIR / "t+0.json").exists()
+    assert Archive(f"file://{tmp_path}/archive").progress("t", 0) == 42

@@ -33,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -117,7 +118,7 @@ class Archive:
     def __init__(self, url: str) -> None:
         try:
             self.fs, self.root = pafs.FileSystem.from_uri(url)
-        except (pafs.ArrowInvalid, ValueError):  # a relative local path
+        except (pa.ArrowInvalid, ValueError):  # a relative local path
             self.fs, self.root = pafs.LocalFileSystem(), str(url)
         except OSError as exc:
             raise ArchiveError(f"cannot open the archive at {mask_url(url)}: {exc}") from exc
