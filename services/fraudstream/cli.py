@@ -15,6 +15,7 @@ from types import FrameType
 
 import click
 import redis
+import yaml
 
 from fraudstream import kafka_clients, simulator
 from fraudstream.contracts import CONTRACTS, schemas
@@ -22,8 +23,9 @@ from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import catalog
 from fraudstream.localstack.stack import LocalStack, resolve_endpoints
 from fraudstream.registry.cli import models
+from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
-from fraudstream.rules.model import ListEntity, ListName
+from fraudstream.rules.model import ListEntity, ListName, RulePackDoc
 from fraudstream.settings import CommonSettings, get_settings, mask_url
 from fraudstream.simulator import SimulationConfig, live_transactions
 from fraudstream.simulator.stream import StreamStats, stream
@@ -323,6 +325,23 @@ def scorer_command() -> None:
 
     logging.getLogger().setLevel(logging.INFO)
     serve()
+
+
+@cli.group("rules")
+def rules_group() -> None:
+    """Rule packs: validate before the scorer reloads them."""
+
+
+@rules_group.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rules_check(path: Path) -> None:
+    """Validate a rule pack as the scorer would (exit 1 with the problem), and list it."""
+    pack = RulePack.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    doc = RulePackDoc.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    click.echo(f"{path}: rule pack {pack.version!r}, {len(pack)} enabled of {len(doc.rules)}")
+    for rule in doc.rules:
+        state = "" if rule.enabled else "  (disabled)"
+        click.echo(f"  {rule.id:<28} {rule.action.value:<8} {rule.reason}{state}")
 
 
 @cli.command("archive")

@@ -39,3 +39,17 @@ def test_status_masks_the_redis_password(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "REDIS_URL overrides: redis://:***@redis:6379/0" in result.output
     assert "hunter2" not in result.output
+
+
+def test_rules_check_lists_a_valid_pack_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    pack = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
+    result = CliRunner().invoke(cli, ["rules", "check", str(pack)])
+    assert result.exit_code == 0, result.output
+    assert "ALLOWLIST_CARD" in result.output
+    rules = pack.read_text().count("\n  - id: ")
+    assert f"{rules} enabled of {rules}" in result.output
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("version: v1\nrules:\n  - id: X\n    action: explode\n")
+    result = CliRunner().invoke(cli, ["rules", "check", str(broken)])
+    assert result.exit_code != 0
+    assert "invalid rule pack" in str(result.exception)
