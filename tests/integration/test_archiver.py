@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from fraudstream.contracts import Label, LabelSource, Verdict, encode
 from fraudstream.history import layout
-from fraudstream.history.archiver import PROGRESS_DIR, Archive
+from fraudstream.history.archiver import PROGRESS_DIR, ArchiveStorage
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
@@ -201,7 +201,7 @@ def test_the_archive_opens_a_relative_directory_and_a_file_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    relative = Archive("archive")  # the default: pyarrow refuses it as a URI
+    relative = ArchiveStorage("archive")  # the default: pyarrow refuses it as a URI
     relative.set_progress("t", 0, 42)
     assert (tmp_path / "archive" / PROGRESS_DIR / "t+0.json").exists()
-    assert Archive(f"file://{tmp_path}/archive").progress("t", 0) == 42
+    assert ArchiveStorage(f"file://{tmp_path}/archive").progress("t", 0) == 42

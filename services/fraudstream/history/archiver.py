@@ -112,7 +112,7 @@ class ArchiverMetrics:
         )  # fmt: skip
 
 
-class Archive:
+class ArchiveStorage:
     """The archive's storage: data files and progress, on a pyarrow filesystem."""
 
     def __init__(self, url: str) -> None:
@@ -211,7 +211,7 @@ class Archiver:
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap or resolve_endpoints(settings).kafka_bootstrap
-        self.archive = Archive(settings.archive_url)
+        self.archive = ArchiveStorage(settings.archive_url)
         by_role = {spec.setting.removeprefix("topic_"): spec for spec in TOPICS}
         self.contracts: dict[str, type[Contract]] = {
             by_role[role].name(settings): by_role[role].contract for role in roles
