@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -23,6 +23,8 @@ from confluent_kafka.admin import AdminClient
 from fraudstream.contracts import Label, LabelSource, Verdict, encode
 from fraudstream.history import layout
 from fraudstream.history.archiver import PROGRESS_DIR, ArchiveStorage
+from fraudstream.history.query import Archive as QueryArchive
+from fraudstream.history.query import TopicNames
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
@@ -129,7 +131,8 @@ def test_kill_minus_nine_archives_every_record_exactly_once(
     seed = int(os.environ.get("FRAUD_TEST_SEED", "31"))  # load_tests/archiver_stress.py
     records, ids = _records(env, 4000, seed=seed)
     valid = sum(len(v) for v in ids.values())
-    feeder = threading.Thread(target=_produce, args=(make_producer(), records, 1500.0))
+    # ~22 s of traffic: each kill waits ~7 s for the group (the 6 s session) and new rows.
+    feeder = threading.Thread(target=_produce, args=(make_producer(), records, 200.0))
     rng = random.Random(seed)
     proc = _start(env, log)
     try:
@@ -140,7 +143,8 @@ def test_kill_minus_nine_archives_every_record_exactly_once(
 
         for _kill in range(3):
             archived = count()
-            _await(lambda: count() > archived, 60)  # noqa: B023 - read at once
+            # New rows since the last start (or all of them, if the traffic ran out first).
+            _await(lambda: count() > archived or count() >= valid, 60)  # noqa: B023
             time.sleep(rng.uniform(0.0, 0.6))  # a random moment: mid-flush or between
             proc.kill()
             proc.wait(10)
@@ -205,3 +209,41 @@ def test_the_archive_opens_a_relative_directory_and_a_file_url(
     relative.set_progress("t", 0, 42)
     assert (tmp_path / "archive" / PROGRESS_DIR / "t+0.json").exists()
     assert ArchiveStorage(f"file://{tmp_path}/archive").progress("t", 0) == 42
+
+
+def test_the_archivers_files_answer_the_history_queries(
+    endpoints: Endpoints,
+    admin: AdminClient,
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+) -> None:
+    """What the archiver writes is what `fraudstream.history.query` reads: each transaction
+    once, with the label known as of a time and none given later."""
+    env = _archiver_env(endpoints, admin, tmp_path)
+    root, log = tmp_path / "archive", tmp_path / "archiver.log"
+    records, ids = _records(env, 600, seed=33)
+    _produce(make_producer(), records, rate=100_000.0)
+    proc = _start(env, log)
+    _await(lambda: sum(len(v) for v in _archived(root).values()) >= sum(map(len, ids.values())), 90)
+    _stop(proc, log, started=1)
+    settings = settings_from_env(env)
+    names = TopicNames(settings.topic_transactions, settings.topic_decisions, settings.topic_labels)
+    labels = [Label.model_validate_json(v) for t, _k, v in records if t == settings.topic_labels]
+    as_of = sorted(label.labelled_at for label in labels)[len(labels) // 2]
+    with QueryArchive(str(root), names) as archive:
+        history = archive.labelled_history(datetime(2000, 1, 1, tzinfo=UTC),
+                                           datetime(2100, 1, 1, tzinfo=UTC), as_of)  # fmt: skip
+    assert sorted(history["transaction_id"].to_pylist()) == sorted(ids[settings.topic_transactions])
+    known = {
+        label.transaction_id: label.verdict == Verdict.FRAUD
+        for label in labels
+        if label.labelled_at <= as_of
+    }
+    got = {
+        tx_id: is_fraud
+        for tx_id, is_fraud in zip(history["transaction_id"].to_pylist(),
+                                   history["is_fraud"].to_pylist(), strict=True)
+        if is_fraud is not None
+    }  # fmt: skip
+    assert got == known
+    assert 0 < len(known) < len(labels)
