@@ -47,6 +47,7 @@ from fraudstream.history import layout
 from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.observability.http import HealthState
 from fraudstream.observability.http import serve as serve_http
+from fraudstream.observability.process import run_service
 from fraudstream.settings import CommonSettings, mask_url
 from fraudstream.topics import TOPICS
 
@@ -413,14 +414,7 @@ def serve(settings: ArchiverSettings | None = None) -> None:
 
 def main() -> None:
     """Console script `fraud-archiver`."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        serve()
-    except FraudStreamError as exc:
-        _log.error("%s", exc)
-        raise SystemExit(1) from exc
+    run_service(serve, _log)
 
 
 if __name__ == "__main__":

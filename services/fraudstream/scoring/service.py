@@ -14,10 +14,10 @@ from types import FrameType
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from fraudstream.errors import FraudStreamError
 from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.observability.http import HealthState
 from fraudstream.observability.http import serve as serve_http
+from fraudstream.observability.process import run_service
 from fraudstream.registry import Registry
 from fraudstream.rules.engine import RuleSource
 from fraudstream.rules.lists import RedisLists
@@ -247,14 +247,7 @@ def _ref(model: ServingModel | None) -> ModelRef | None:
 
 def main() -> None:
     """Console script `fraud-scorer`."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        serve()
-    except FraudStreamError as exc:
-        _log.error("%s", exc)
-        raise SystemExit(1) from exc
+    run_service(serve, _log)
 
 
 if __name__ == "__main__":
