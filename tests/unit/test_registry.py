@@ -275,7 +275,8 @@ def test_cli(
     registry: Registry, results: tuple[TrainResult, TrainResult], data: TrainingData, tmp_path: Path
 ) -> None:
     a, b = (registry.register(NAME, r).version for r in results)
-    runner = CliRunner()
+    # Hermetic: a local stack running in the working directory would get the events.
+    runner = CliRunner(env={"FRAUD_STATE_DIR": str(tmp_path / "no-stack")})
 
     def run(*args: str) -> str:
         outcome = runner.invoke(models, ["--registry", str(registry.root), *args])

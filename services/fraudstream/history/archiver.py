@@ -23,13 +23,11 @@ logged with their offset and skipped.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 import orjson
@@ -47,7 +45,7 @@ from fraudstream.history import layout
 from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.observability.http import HealthState
 from fraudstream.observability.http import serve as serve_http
-from fraudstream.observability.process import run_service
+from fraudstream.observability.process import run_service, stop_on_signals
 from fraudstream.settings import CommonSettings, mask_url
 from fraudstream.topics import TOPICS
 
@@ -391,14 +389,7 @@ def _coordinates(message: Message) -> tuple[str, int, int]:
 
 def serve(settings: ArchiverSettings | None = None) -> None:
     """Run the archiver until SIGTERM/SIGINT; buffered records are flushed first."""
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        _log.info("signal %d: flushing and stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = stop_on_signals(_log, "flushing and stopping")
     settings = settings or ArchiverSettings()
     archiver = Archiver(settings)
     server = serve_http(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable
+from types import FrameType
 
 from fraudstream.errors import FraudStreamError
 
@@ -19,3 +22,17 @@ def run_service(serve: Callable[[], None], log: logging.Logger) -> None:
     except FraudStreamError as exc:
         log.error("%s", exc)
         raise SystemExit(1) from exc
+
+
+def stop_on_signals(log: logging.Logger, doing: str) -> threading.Event:
+    """An event SIGTERM and SIGINT set (logged with what the service does before it stops).
+    Install it first: a stop during a slow start-up is then clean too."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: %s", signum, doing)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return stop

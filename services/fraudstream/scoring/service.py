@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from types import FrameType
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -17,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.observability.http import HealthState
 from fraudstream.observability.http import serve as serve_http
-from fraudstream.observability.process import run_service
+from fraudstream.observability.process import run_service, stop_on_signals
 from fraudstream.registry import Registry
 from fraudstream.rules.engine import RuleSource
 from fraudstream.rules.lists import RedisLists
@@ -188,15 +186,8 @@ class Observability:
 
 def serve(settings: ScorerSettings | None = None) -> None:
     """Run until SIGTERM/SIGINT; the batch in flight is finished first."""
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        _log.info("signal %d: finishing the batch in flight", signum)
-        stop.set()
-
     # Installed before the (slow) model loading, so a stop during startup is clean too.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = stop_on_signals(_log, "finishing the batch in flight")
     settings = settings or ScorerSettings()
     lease = _lease(settings, stop)
     lease.acquire()  # before the producer exists: a second scorer with our id is refused
