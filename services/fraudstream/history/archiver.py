@@ -261,10 +261,6 @@ class Archiver:
                 continue
             topic, partition, offset = _coordinates(message)
             buffer = self._buffers.setdefault((topic, partition), _Buffer())
-            if buffer.next_offset is not None and offset > buffer.next_offset:
-                _log.error("%s[%d]: offsets %d-%d were deleted by the topic's retention before "
-                           "they were archived", topic, partition, buffer.next_offset,
-                           offset - 1)  # fmt: skip
             buffer.next_offset = offset + 1
             if buffer.since is None:
                 buffer.since = now
@@ -349,6 +345,8 @@ class Archiver:
             start = self.archive.progress(tp.topic, tp.partition)
             if start is None:
                 start = self._first_progress(consumer, tp)
+            else:
+                start = self._still_in_the_log(consumer, tp, start)
             gone = self.archive.discard_from(tp.topic, tp.partition, start)
             if gone:
                 _log.warning("%s[%d]: deleted %d file(s) of a flush that did not commit: %s",
@@ -369,6 +367,17 @@ class Archiver:
             )
         low, _high = consumer.get_watermark_offsets(tp, timeout=10)
         self.archive.set_progress(tp.topic, tp.partition, low)
+        return int(low)
+
+    def _still_in_the_log(self, consumer: Consumer, tp: TopicPartition, start: int) -> int:
+        """Where to resume: the progress, or the log's beginning if the topic's retention
+        deleted records before they were archived (said once, as an error). Offsets skipped
+        while reading are no loss: transaction markers and aborted records take offsets."""
+        low, _high = consumer.get_watermark_offsets(tp, timeout=10)
+        if low <= start:
+            return start
+        _log.error("%s[%d]: offsets %d-%d were deleted by the topic's retention before they "
+                   "were archived", tp.topic, tp.partition, start, low - 1)  # fmt: skip
         return int(low)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
