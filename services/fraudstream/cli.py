@@ -21,6 +21,7 @@ from fraudstream import kafka_clients, simulator
 from fraudstream.contracts import CONTRACTS, schemas
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import catalog
+from fraudstream.history.backtest_cli import backtest_command, rules_backtest_command
 from fraudstream.localstack.stack import LocalStack, resolve_endpoints
 from fraudstream.registry.cli import models
 from fraudstream.rules.engine import RulePack
@@ -356,6 +357,8 @@ def archive_command() -> None:
 
 cli.add_command(train_command)
 cli.add_command(state_group)
+cli.add_command(backtest_command)
+rules_group.add_command(rules_backtest_command)
 
 
 def main() -> None:

@@ -243,9 +243,19 @@ def label_books(labels: Iterable[Label]) -> dict[str, LabelBook]:
     books: dict[str, LabelBook] = {}
     for label in labels:
         if label.verdict is Verdict.FRAUD and label.merchant_id is not None:
-            book = books.setdefault(label.merchant_id, LabelBook())
-            book.add(label.labelled_at.timestamp(), id_hash(label.transaction_id))
+            add_fraud_label(books, label.merchant_id, label.labelled_at.timestamp(),
+                            label.transaction_id)  # fmt: skip
     return books
+
+
+def add_fraud_label(
+    books: dict[str, LabelBook], merchant_id: str, labelled_at: float, transaction_id: str
+) -> None:
+    """Fold one fraud label into its merchant's book, as the scorer's label folder does."""
+    book = books.get(merchant_id)
+    if book is None:
+        book = books[merchant_id] = LabelBook()
+    book.add(labelled_at, id_hash(transaction_id))
 
 
 def replay(

@@ -12,8 +12,10 @@ Columns are the topic's contract (contracts/messages.py), field for field: neste
 become structs, lists lists, dicts maps, times UTC microsecond timestamps, enums strings.
 A contract change is therefore a schema change of the archive, versioned by the records'
 `schema_version` column. Three columns come from Kafka: `kafka_partition`,
-`kafka_offset`, `kafka_timestamp` (the broker's). Keys are not kept: every contract
-carries the id it is keyed by.
+`kafka_offset`, `kafka_timestamp` (the broker's). A contract with an `event_time` keeps
+its UTC offset too, in `event_time_utc_offset_s`: feature maths reads the payment's local
+hour, which a UTC timestamp alone has lost. Keys are not kept: every contract carries the
+id it is keyed by.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ KAFKA_COLUMNS = (
 )
 OFFSET_WIDTH = 10
 _FILE = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.parquet$")
+LOCAL_TIME_FIELD = "event_time"  # its UTC offset is kept beside it (see the docstring)
+LOCAL_OFFSET_COLUMN = f"{LOCAL_TIME_FIELD}_utc_offset_s"
 # The field whose day names a record's date directory; without one, the broker timestamp.
 TIME_FIELDS = ("labelled_at", "event_time", "created_at", "triggered_at", "at")
 
@@ -75,7 +79,12 @@ def time_field(contract: type[Contract]) -> str | None:
 
 def schema(contract: type[Contract]) -> pa.Schema:
     """The Arrow schema of a topic's archive files: Kafka columns, then the contract's."""
-    return pa.schema([*KAFKA_COLUMNS, *_model_fields(contract)])
+    extra = [pa.field(LOCAL_OFFSET_COLUMN, pa.int32())] if _keeps_offset(contract) else []
+    return pa.schema([*KAFKA_COLUMNS, *_model_fields(contract), *extra])
+
+
+def _keeps_offset(contract: type[Contract]) -> bool:
+    return LOCAL_TIME_FIELD in contract.model_fields
 
 
 def table(
@@ -97,7 +106,15 @@ def table(
     dumped = [m.model_dump(mode="python") for m in messages]
     for name in contract.model_fields:
         columns[name] = [row[name] for row in dumped]
+    if _keeps_offset(contract):
+        columns[LOCAL_OFFSET_COLUMN] = [utc_offset_s(row[LOCAL_TIME_FIELD]) for row in dumped]
     return pa.Table.from_pydict(columns, schema=schema(contract))
+
+
+def utc_offset_s(when: datetime | None) -> int | None:
+    """Seconds east of UTC of an aware time (None for no time)."""
+    offset = when.utcoffset() if when is not None else None
+    return None if offset is None else int(offset.total_seconds())
 
 
 def _model_fields(model: type[BaseModel]) -> list[pa.Field]:

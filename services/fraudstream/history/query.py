@@ -47,6 +47,10 @@ _LABEL_COLUMNS = {
     "labelled_at": "labelled_at",
     "note": "label_note",
 }
+# Where each transaction sat in Kafka, and its local time: what a replay needs (backtest.py).
+_TX_COORDINATES = (
+    "kafka_partition", "kafka_offset", "kafka_timestamp", layout.LOCAL_OFFSET_COLUMN,
+)  # fmt: skip
 _FIRST = "ORDER BY kafka_partition, kafka_offset"
 _LATEST = "ORDER BY labelled_at DESC, kafka_partition DESC, kafka_offset DESC"
 
@@ -132,13 +136,15 @@ class Archive:
     def _query(self, sql: str, params: dict[str, Any]) -> pa.Table:
         with self._lock:
             self._refresh()
-            return self._con.sql(sql, params=params | _VERDICTS).to_arrow_table()
+            verdicts = {k: v for k, v in _VERDICTS.items() if f"${k}" in sql}
+            return self._con.sql(sql, params=params | verdicts).to_arrow_table()
 
     def labelled_history(self, start: datetime, end: datetime, as_of: datetime) -> pa.Table:
         """Transactions with `start <= event_time < end`, each with its decision and the
         label known as of `as_of` (`label_*`, `labelled_at`, `is_fraud`: true for fraud,
-        false for legit, null when unlabelled then or the verdict is neither); ordered by
-        event time, then transaction id."""
+        false for legit, null when unlabelled then or the verdict is neither) and its Kafka
+        coordinates (`kafka_*`, `event_time_utc_offset_s`); ordered by event time, then
+        transaction id."""
         params = _window(start, end) | {"as_of": _utc("as_of", as_of)}
         return self._query(_HISTORY_SQL, params)
 
@@ -154,6 +160,19 @@ class Archive:
             "end": None if end is None else _utc("end", end),
         }
         return self._query(_LABELS_SQL, params)
+
+    def fraud_labels(self, as_of: datetime) -> pa.Table:
+        """Every fraud label given by `as_of` that names a merchant, as the scorer folds
+        them into merchant risk: each one, not only a transaction's latest. Columns
+        `transaction_id`, `merchant_id`, `labelled_at` and `kafka_timestamp` (when the
+        scorer could first read it); in `labelled_at` order."""
+        return self._query(_FRAUD_LABELS_SQL, {"as_of": _utc("as_of", as_of)})
+
+    def newest_transaction_time(self) -> datetime | None:
+        """The latest `event_time` in the archive (None when it has no transactions)."""
+        found = self._query("SELECT max(event_time) AS newest FROM transactions", {})
+        newest = found["newest"][0].as_py()
+        return newest.astimezone(UTC) if newest is not None else None
 
     def card_timeline(self, card_token: str, limit: int = 100) -> pa.Table:
         """A card's latest `limit` transactions, newest first, each with its decision and
@@ -185,7 +204,7 @@ def _joined(where: str, label_filter: str, order: str, limit: str = "") -> str:
     """SQL: transactions matching `where` (the first copy of each id), with their first
     decision and their latest label among those matching `label_filter`. Ids are picked
     before first copies are taken, so a later copy never stands in for the first."""
-    tx = ", ".join(f"t.{_ident(c)}" for c in _fields(Transaction))
+    tx = ", ".join(f"t.{_ident(c)}" for c in [*_fields(Transaction), *_TX_COORDINATES])
     decision = ", ".join(
         f"d.{_ident(c)} AS {_ident(_DECISION_RENAMES.get(c, c))}"
         for c in _fields(Decision)
@@ -275,3 +294,8 @@ _TIMELINE_SQL = _joined(
     "card_token = $card", "true", "t.event_time DESC, t.transaction_id DESC", "LIMIT $limit"
 )
 _LABELS_SQL = _latest_labels()
+_FRAUD_LABELS_SQL = """
+    SELECT transaction_id, merchant_id, labelled_at, kafka_timestamp FROM labels
+    WHERE verdict = $fraud AND merchant_id IS NOT NULL AND labelled_at <= $as_of
+    ORDER BY labelled_at, kafka_partition, kafka_offset
+"""

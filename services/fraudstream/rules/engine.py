@@ -59,6 +59,11 @@ class RulePack:
     def __len__(self) -> int:
         return len(self._rules)
 
+    @property
+    def rules(self) -> tuple[RuleHit, ...]:
+        """The enabled rules, in evaluation order, as the hits they produce."""
+        return tuple(rule.hit for rule in self._rules)
+
     @classmethod
     def from_yaml(cls, text: str, source: str = "<rules>") -> RulePack:
         """Parse and validate a pack; errors name the file and the offending rule."""

@@ -107,6 +107,20 @@ def load_model_set(registry: Registry, name: str, previous: ModelSet | None = No
     )  # fmt: skip
 
 
+def single_model_set(registry: Registry, name: str, version: str) -> ModelSet:
+    """A set serving one version (`champion`: the registry's current champion) to every
+    row, as a backtest scores with it. Errors name what is missing; a version that cannot
+    be loaded raises instead of being left out."""
+    if version == Stage.CHAMPION.value:
+        champion = _staged(registry.list(name)).get(Stage.CHAMPION)
+        if champion is None:
+            raise ModelNotFoundError(f"{name} has no champion: pass --model VERSION or none")
+        version = champion.version
+    spec = scoring_spec(trained_spec(registry, name, version))
+    return ModelSet(champion=ServingModel.load(registry, name, version, spec),
+                    pipeline=FeaturePipeline(spec))  # fmt: skip
+
+
 def _staged(versions: list[ModelVersion]) -> dict[Stage, ModelVersion]:
     """The version in each serving role, champion first (its spec leads the scoring spec)."""
     staged = {}

@@ -42,8 +42,10 @@ def route_and_decide(
     *,
     degraded: bool,
     policy: DecisionPolicy,
+    explain: bool = True,
 ) -> tuple[list[Verdict], BatchScores]:
-    """Verdicts and model outputs per row; canary rows use the canary's thresholds."""
+    """Verdicts and model outputs per row; canary rows use the canary's thresholds.
+    `explain=False` skips the top contributions (a tree walk per model review/decline)."""
     n = len(cards)
     verdicts: list[Verdict | None] = [None] * n
     out = BatchScores.empty(n)
@@ -56,7 +58,8 @@ def route_and_decide(
         chosen = [rules[i] for i in at]
         scores = _predict(model, rows[index])
         group = decide_batch(chosen, amounts[index], scores, degraded=degraded, policy=policy)
-        _explain(model, rows[index], group, out.contributions, at)
+        if explain:
+            _explain(model, rows[index], group, out.contributions, at)
         for j, i in enumerate(at):
             verdicts[i] = group[j]
         if scores is None or model is None:

@@ -1,0 +1,377 @@
+"""Backtests: archived history replayed through the scorer's own stages with a candidate
+rule pack and model, next to what was actually decided.
+
+The replay is the serving code path, offline and batched: entity states split by input
+partition as Redis holds them (`FeaturePipeline.transform_parts`, duplicate ids
+included), merchant fraud labels folded in as the scorer's label folder would have had
+them, `RulePack.evaluate`, `route_and_decide` and the `DecisionPolicy`.
+
+Order. A partition's parts depend only on that partition's log in offset order, so the
+warm-up (everything before the window, per partition) is folded without features. In
+the window, what an event sees of a merchant, device or IP also depends on which events
+of other partitions came before it; the scorer's batches are recovered from the
+decisions' `decided_at` (one clock reading per batch), kept in offset order within each
+partition. What the archive cannot tell, and so may differ from what was decided:
+
+- block and allow lists (not archived: list rules never match here);
+- the order, inside one scorer batch, of one merchant's (device's, IP's) events from
+  different partitions; and labels folded within milliseconds of a decision;
+- degraded decisions (scored without state) and the canary's rows: the replay scores
+  every row on the full path with the one candidate model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fraudstream.contracts import Channel, Transaction
+from fraudstream.features.compute import Event
+from fraudstream.features.labels import LabelBook
+from fraudstream.features.pipeline import PartStates, add_fraud_label, fold_parts
+from fraudstream.features.state import id_hash
+from fraudstream.history import layout
+from fraudstream.history.query import Archive
+from fraudstream.rules.context import RuleBatch
+from fraudstream.rules.engine import RulePack
+from fraudstream.scoring.decide import DecisionPolicy
+from fraudstream.scoring.models import ModelSet
+from fraudstream.scoring.routing import route_and_decide
+
+BATCH_ROWS = 4096
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TX_FIELDS = tuple(name for name in Transaction.model_fields if name != "schema_version")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a backtest decides with: a rule pack and a model set (its champion only; an
+    empty set is the rules-only path)."""
+
+    rules: RulePack
+    models: ModelSet
+    policy: DecisionPolicy = field(default_factory=DecisionPolicy)
+
+    @property
+    def model_version(self) -> str | None:
+        champion = self.models.champion
+        return champion.version if champion is not None else None
+
+    @property
+    def review_budget(self) -> float | None:
+        """The share of traffic the champion's thresholds were chosen to send to review."""
+        champion = self.models.champion
+        return champion.ensemble.thresholds.review_budget if champion is not None else None
+
+
+@dataclass
+class Replayed:
+    """The candidate's decisions on the window's rows, aligned with `history` (the
+    window's transactions with their actual decisions and labels, in event-time order)."""
+
+    history: pa.Table
+    action: list[str]
+    path: list[str]
+    score: np.ndarray  # NaN where the model did not score (rules path, no model)
+    decisive_rule: list[str | None]  # the rule id that decided, if one did
+    rule_hits: list[tuple[str, ...]]  # every rule id that matched
+    warmup_rows: int = 0
+    duplicates: int = 0  # rows the replay found already decided for their card
+
+
+@dataclass(frozen=True)
+class Window:
+    """The reported window `[start, end)` of event time, and the time labels are known at."""
+
+    start: datetime
+    end: datetime
+    as_of: datetime
+
+    @classmethod
+    def last_days(cls, archive: Archive, days: float, as_of: datetime | None = None) -> Window:
+        """The archive's last `days` days of transactions (ending after its newest one)."""
+        if days <= 0:
+            raise ValueError(f"--days must be positive, not {days}")
+        newest = archive.newest_transaction_time()
+        if newest is None:
+            raise ValueError("the archive holds no transactions yet")
+        end = newest + timedelta(microseconds=1)
+        return cls(end - timedelta(days=days), end, as_of or datetime.now(UTC))
+
+
+def load_history(
+    archive: Archive, window: Window, warmup_from: datetime | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """(Transactions from `warmup_from` (default: the archive's start) to the window's end
+    with their decisions and labels as of `window.as_of`; fraud labels as of then)."""
+    rows = archive.labelled_history(warmup_from or EPOCH, window.end, window.as_of)
+    return rows, archive.fraud_labels(window.as_of)
+
+
+def replay(
+    history: pa.Table,
+    fraud_labels: pa.Table,
+    candidate: Candidate,
+    start: datetime,
+    *,
+    progress: Callable[[int], None] | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Replayed:
+    """Decide every row of `history` at or after `start` with `candidate`, after folding
+    the rows before it into entity state. `progress(n)` is told of every `n` rows done."""
+    keys = _replay_keys(history)
+    order, warm = _replay_order(history, keys, start)
+    labels = _LabelFeed(fraud_labels)
+    states = PartStates()
+    _fold_warmup(_inputs(history), order[warm[order]], states, progress)
+    replayed = order[~warm[order]]
+    replayed_keys = keys[replayed]  # non-decreasing
+    inputs = _inputs(history)
+    n = history.num_rows
+    action: list[str | None] = [None] * n
+    path: list[str | None] = [None] * n
+    decisive: list[str | None] = [None] * n
+    hits: list[tuple[str, ...]] = [()] * n
+    score = np.full(n, np.nan)
+    duplicates = 0
+    pipeline = candidate.models.pipeline
+    at = 0
+    while at < len(replayed):
+        stop = min(at + batch_rows, len(replayed))
+        books = labels.known_by(int(replayed_keys[at]))
+        stop = max(at + 1, labels.cut(replayed_keys, at, stop))
+        index = replayed[at:stop]
+        rows_in = inputs.take(index)
+        txs = archived_transactions(rows_in)
+        events = [Event.from_transaction(tx) for tx in txs]
+        partitions = rows_in["kafka_partition"].to_pylist()
+        txids = [id_hash(tx.transaction_id) for tx in txs]
+        rows, admitted = pipeline.transform_parts(events, partitions, states, txids, books)
+        kept = [i for i, ok in enumerate(admitted) if ok]
+        duplicates += len(txs) - len(kept)
+        if kept:
+            kept_txs = [txs[i] for i in kept]
+            outcomes = candidate.rules.evaluate(RuleBatch(kept_txs, rows, pipeline.columns))
+            verdicts, scores = route_and_decide(
+                candidate.models, rows, [tx.card_token for tx in kept_txs], outcomes,
+                np.array([tx.amount for tx in kept_txs]), degraded=False,
+                policy=candidate.policy, explain=False,
+            )  # fmt: skip
+            for j, i in enumerate(kept):
+                row = int(index[i])
+                action[row] = verdicts[j].action.value
+                path[row] = verdicts[j].path.value
+                outcome = outcomes[j]
+                if outcome.action is not None:
+                    decisive[row] = next(h.rule_id for h in outcome.hits
+                                         if h.action is outcome.action)  # fmt: skip
+                hits[row] = tuple(h.rule_id for h in outcome.hits)
+                value = scores.score[j]
+                if value is not None:
+                    score[row] = value
+        if progress is not None:
+            progress(stop - at)
+        at = stop
+    return _window_only(
+        history,
+        start,
+        action=action,
+        path=path,
+        score=score,
+        decisive=decisive,
+        hits=hits,
+        warmup=int(warm.sum()),
+        duplicates=duplicates,
+    )
+
+
+def _inputs(history: pa.Table) -> pa.Table:
+    """The columns a replay reads (taking rows of these is cheaper than of all)."""
+    return history.select([*_TX_FIELDS, layout.LOCAL_OFFSET_COLUMN, "kafka_partition",
+                           "kafka_offset"])  # fmt: skip
+
+
+def _replay_keys(history: pa.Table) -> np.ndarray:
+    """Per row, when the scorer handled it (µs): its decision's `decided_at`, or the
+    broker time, or the event time, made non-decreasing in offset order per partition."""
+
+    def micros(name: str) -> pa.ChunkedArray:
+        return pc.cast(pc.cast(history[name], pa.timestamp("us", tz="UTC")), pa.int64())
+
+    keys = pc.coalesce(micros("decided_at"), micros("kafka_timestamp"), micros("event_time"))
+    key = keys.to_numpy().astype(np.int64)
+    partition = history["kafka_partition"].to_numpy()
+    offset = history["kafka_offset"].to_numpy()
+    by_offset = np.lexsort((offset, partition))
+    ordered = key[by_offset]
+    bounds = np.flatnonzero(np.diff(partition[by_offset])) + 1
+    for segment in np.split(np.arange(len(ordered)), bounds):
+        ordered[segment] = np.maximum.accumulate(ordered[segment])
+    key[by_offset] = ordered
+    return np.asarray(key, dtype=np.int64)
+
+
+def _replay_order(
+    history: pa.Table, keys: np.ndarray, start: datetime
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices in the order to replay (by `keys`), and which rows only warm state up:
+    in each partition, those before its first row at or after `start` (in offset order)."""
+    partition = history["kafka_partition"].to_numpy()
+    offset = history["kafka_offset"].to_numpy()
+    event_us = pc.cast(history["event_time"], pa.int64()).to_numpy()
+    in_window = event_us >= int((start - EPOCH) / timedelta(microseconds=1))
+    first = np.full(int(partition.max(initial=-1)) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, partition[in_window], offset[in_window])
+    warm = offset < first[partition] if len(partition) else np.zeros(0, dtype=bool)
+    return np.lexsort((offset, partition, keys)), warm
+
+
+def _fold_warmup(
+    history: pa.Table,
+    index: np.ndarray,
+    states: PartStates,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Fold the warm-up rows into their partitions' parts (offset order per partition)."""
+    partition = history["kafka_partition"].to_numpy()[index]
+    offset = history["kafka_offset"].to_numpy()[index]
+    by_partition = index[np.lexsort((offset, partition))]
+    sorted_partition = partition[np.lexsort((offset, partition))]
+    for p in np.unique(sorted_partition).tolist():
+        rows = by_partition[sorted_partition == p]
+        for at in range(0, len(rows), BATCH_ROWS):
+            chunk = rows[at : at + BATCH_ROWS]
+            rows_in = history.take(chunk)
+            txs = archived_transactions(rows_in)
+            fold_parts(
+                [Event.from_transaction(tx) for tx in txs],
+                rows_in["kafka_offset"].to_pylist(), p, states,
+                [id_hash(tx.transaction_id) for tx in txs],
+            )  # fmt: skip
+            if progress is not None:
+                progress(len(chunk))
+
+
+class _LabelFeed:
+    """Fraud labels handed to the replay as the scorer's label folder had them: a label
+    counts from when it reached Kafka (else its `labelled_at`)."""
+
+    def __init__(self, labels: pa.Table) -> None:
+        arrived = pc.coalesce(
+            pc.cast(pc.cast(labels["kafka_timestamp"], pa.timestamp("us", tz="UTC")), pa.int64()),
+            pc.cast(labels["labelled_at"], pa.int64()),
+        ).to_numpy()
+        order = np.argsort(arrived, kind="stable")
+        self._arrived = arrived[order]
+        picked = labels.take(order)
+        self._rows = list(zip(
+            picked["merchant_id"].to_pylist(),
+            (at.timestamp() for at in picked["labelled_at"].to_pylist()),
+            picked["transaction_id"].to_pylist(), strict=True,
+        ))  # fmt: skip
+        self._next = 0
+        self.books: dict[str, LabelBook] = {}
+
+    def known_by(self, micros: int) -> dict[str, LabelBook]:
+        """The books with every label that had arrived by `micros`."""
+        end = int(np.searchsorted(self._arrived, micros, side="right"))
+        for merchant, labelled_at, transaction_id in self._rows[self._next : end]:
+            add_fraud_label(self.books, merchant, labelled_at, transaction_id)
+        self._next = max(self._next, end)
+        return self.books
+
+    def cut(self, keys: np.ndarray, at: int, stop: int) -> int:
+        """Where a batch starting at `at` must end so that no label arrives inside it."""
+        if self._next >= len(self._arrived):
+            return stop
+        upcoming = self._arrived[self._next]
+        return at + int(np.searchsorted(keys[at:stop], upcoming, side="left"))
+
+
+def _window_only(
+    history: pa.Table, start: datetime, *, action: list[str | None], path: list[str | None],
+    score: np.ndarray, decisive: list[str | None], hits: list[tuple[str, ...]],
+    warmup: int, duplicates: int,
+) -> Replayed:  # fmt: skip
+    """The rows at or after `start` with a decision in the replay (duplicates have none)."""
+    event_us = pc.cast(history["event_time"], pa.int64()).to_numpy()
+    wanted = (event_us >= int((start - EPOCH) / timedelta(microseconds=1))) & np.array(
+        [a is not None for a in action], dtype=bool
+    )
+    rows = np.flatnonzero(wanted)
+    pick = rows.tolist()
+    return Replayed(
+        history=history.take(rows), action=[action[i] for i in pick],  # type: ignore[misc]
+        path=[path[i] for i in pick], score=score[rows],  # type: ignore[misc]
+        decisive_rule=[decisive[i] for i in pick], rule_hits=[hits[i] for i in pick],
+        warmup_rows=warmup, duplicates=duplicates,
+    )  # fmt: skip
+
+
+_ZONES: dict[int, timezone] = {}
+
+
+def _zone(offset_s: int | None) -> timezone:
+    if not offset_s:
+        return UTC
+    zone = _ZONES.get(offset_s)
+    if zone is None:
+        zone = _ZONES[offset_s] = timezone(timedelta(seconds=offset_s))
+    return zone
+
+
+def archived_transactions(rows: pa.Table) -> list[Transaction]:
+    """Archived rows back as `Transaction`s, in their producer's time zone. Built without
+    validation: the scorer validated each one before it was decided and archived."""
+    columns = {name: _values(rows[name]) for name in _TX_FIELDS if name not in _DERIVED}
+    channels = {c.value: c for c in Channel}
+    columns["channel"] = [channels[c] for c in _values(rows["channel"])]
+    micros = pc.cast(rows["event_time"], pa.int64()).to_numpy().tolist()
+    offsets = _values(rows[layout.LOCAL_OFFSET_COLUMN])
+    columns["event_time"] = [
+        (EPOCH + timedelta(microseconds=us)).astimezone(_zone(offset)) if offset
+        else EPOCH + timedelta(microseconds=us)
+        for us, offset in zip(micros, offsets, strict=True)
+    ]  # fmt: skip
+    columns["features"] = _maps(rows["features"])
+    names = list(columns)
+    rows_of = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(),
+                                                                        strict=True)]  # fmt: skip
+    if not rows_of:
+        return []
+    # model_copy(update=...) of one constructed row: half of model_construct's cost per row.
+    template = Transaction.model_construct(**rows_of[0])
+    return [template.model_copy(update=row) for row in rows_of]
+
+
+_DERIVED = frozenset({"channel", "event_time", "features"})  # converted by `_transactions`
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values, nulls as None (numpy's conversion is ~10x to_pylist's)."""
+    if pa.types.is_string(column.type) or column.null_count == 0:
+        values: list[Any] = column.to_numpy(zero_copy_only=False).tolist()
+        return values
+    return list(column.to_pylist())
+
+
+def _maps(column: pa.ChunkedArray) -> list[dict[str, float] | None]:
+    """A map column as dicts (None where null)."""
+    out: list[dict[str, float] | None] = []
+    for chunk in column.chunks:
+        offsets = chunk.offsets.to_numpy().tolist()  # into the whole child arrays
+        keys = chunk.keys.to_numpy(zero_copy_only=False).tolist()
+        items = chunk.items.to_numpy(zero_copy_only=False).tolist()
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False).tolist()
+        out += [
+            dict(zip(keys[offsets[i] : offsets[i + 1]], items[offsets[i] : offsets[i + 1]],
+                     strict=True)) if valid[i] else None
+            for i in range(len(chunk))
+        ]  # fmt: skip
+    return out
