@@ -39,8 +39,8 @@ from fraudstream.features.state import id_hash
 from fraudstream.history import layout
 from fraudstream.history.query import Archive
 from fraudstream.rules.context import RuleBatch
-from fraudstream.rules.engine import RulePack
-from fraudstream.scoring.decide import DecisionPolicy
+from fraudstream.rules.engine import RuleOutcome, RulePack
+from fraudstream.scoring.decide import DecisionPolicy, Verdict
 from fraudstream.scoring.models import ModelSet
 from fraudstream.scoring.routing import route_and_decide
 
@@ -83,6 +83,7 @@ class Replayed:
     rule_hits: list[tuple[str, ...]]  # every rule id that matched
     warmup_rows: int = 0
     duplicates: int = 0  # rows the replay found already decided for their card
+    features: np.ndarray | None = None  # with `keep_features`: the rows' feature values
 
 
 @dataclass(frozen=True)
@@ -122,39 +123,34 @@ def replay(
     *,
     progress: Callable[[int], None] | None = None,
     batch_rows: int = BATCH_ROWS,
+    keep_features: bool = False,
 ) -> Replayed:
     """Decide every row of `history` at or after `start` with `candidate`, after folding
-    the rows before it into entity state. `progress(n)` is told of every `n` rows done."""
+    the rows before it into entity state. `progress(n)` is told of every `n` rows done;
+    `keep_features` keeps each decided row's features (the scoring spec's columns)."""
     keys = _replay_keys(history)
     order, warm = _replay_order(history, keys, start)
-    labels = _LabelFeed(fraud_labels)
+    inputs = _inputs(history)
     states = PartStates()
-    _fold_warmup(_inputs(history), order[warm[order]], states, progress)
+    _fold_warmup(inputs, order[warm[order]], states, progress)
     replayed = order[~warm[order]]
     replayed_keys = keys[replayed]  # non-decreasing
-    inputs = _inputs(history)
-    n = history.num_rows
-    action: list[str | None] = [None] * n
-    path: list[str | None] = [None] * n
-    decisive: list[str | None] = [None] * n
-    hits: list[tuple[str, ...]] = [()] * n
-    score = np.full(n, np.nan)
-    duplicates = 0
+    labels = _LabelFeed(fraud_labels)
     pipeline = candidate.models.pipeline
+    out = _Decisions(history.num_rows, len(pipeline.spec.names) if keep_features else 0)
     at = 0
     while at < len(replayed):
-        stop = min(at + batch_rows, len(replayed))
         books = labels.known_by(int(replayed_keys[at]))
-        stop = max(at + 1, labels.cut(replayed_keys, at, stop))
+        stop = max(at + 1, labels.cut(replayed_keys, at, min(at + batch_rows, len(replayed))))
         index = replayed[at:stop]
         rows_in = inputs.take(index)
         txs = archived_transactions(rows_in)
-        events = [Event.from_transaction(tx) for tx in txs]
-        partitions = rows_in["kafka_partition"].to_pylist()
-        txids = [id_hash(tx.transaction_id) for tx in txs]
-        rows, admitted = pipeline.transform_parts(events, partitions, states, txids, books)
+        rows, admitted = pipeline.transform_parts(
+            [Event.from_transaction(tx) for tx in txs], rows_in["kafka_partition"].to_pylist(),
+            states, [id_hash(tx.transaction_id) for tx in txs], books,
+        )  # fmt: skip
         kept = [i for i, ok in enumerate(admitted) if ok]
-        duplicates += len(txs) - len(kept)
+        out.duplicates += len(txs) - len(kept)
         if kept:
             kept_txs = [txs[i] for i in kept]
             outcomes = candidate.rules.evaluate(RuleBatch(kept_txs, rows, pipeline.columns))
@@ -163,32 +159,60 @@ def replay(
                 np.array([tx.amount for tx in kept_txs]), degraded=False,
                 policy=candidate.policy, explain=False,
             )  # fmt: skip
-            for j, i in enumerate(kept):
-                row = int(index[i])
-                action[row] = verdicts[j].action.value
-                path[row] = verdicts[j].path.value
-                outcome = outcomes[j]
-                if outcome.action is not None:
-                    decisive[row] = next(h.rule_id for h in outcome.hits
-                                         if h.action is outcome.action)  # fmt: skip
-                hits[row] = tuple(h.rule_id for h in outcome.hits)
-                value = scores.score[j]
-                if value is not None:
-                    score[row] = value
+            out.record(index[kept], verdicts, outcomes, scores.score, rows)
         if progress is not None:
             progress(stop - at)
         at = stop
-    return _window_only(
-        history,
-        start,
-        action=action,
-        path=path,
-        score=score,
-        decisive=decisive,
-        hits=hits,
-        warmup=int(warm.sum()),
-        duplicates=duplicates,
-    )
+    return out.window(history, start, warmup=int(warm.sum()))
+
+
+class _Decisions:
+    """The replay's decisions by history row (None: not decided, a duplicate or warm-up)."""
+
+    def __init__(self, n: int, n_features: int) -> None:
+        self.action: list[str | None] = [None] * n
+        self.path: list[str | None] = [None] * n
+        self.decisive: list[str | None] = [None] * n
+        self.hits: list[tuple[str, ...]] = [()] * n
+        self.score = np.full(n, np.nan)
+        self.features = np.full((n, n_features), np.nan, np.float32) if n_features else None
+        self.duplicates = 0
+
+    def record(
+        self, index: np.ndarray, verdicts: list[Verdict], outcomes: list[RuleOutcome],
+        scores: list[float | None], rows: np.ndarray,
+    ) -> None:  # fmt: skip
+        for row, verdict, outcome, score in zip(index.tolist(), verdicts, outcomes, scores,
+                                                strict=True):  # fmt: skip
+            self.action[row] = verdict.action.value
+            self.path[row] = verdict.path.value
+            if outcome.action is not None:
+                self.decisive[row] = next(h.rule_id for h in outcome.hits
+                                          if h.action is outcome.action)  # fmt: skip
+            self.hits[row] = tuple(h.rule_id for h in outcome.hits)
+            if score is not None:
+                self.score[row] = score
+        if self.features is not None:
+            self.features[index] = rows
+
+    def window(self, history: pa.Table, start: datetime, *, warmup: int) -> Replayed:
+        """The decided rows at or after `start`, in `history`'s order."""
+        event_us = pc.cast(history["event_time"], pa.int64()).to_numpy()
+        decided = np.array([a is not None for a in self.action], dtype=bool)
+        rows = np.flatnonzero((event_us >= _micros(start)) & decided)
+        pick = rows.tolist()
+        return Replayed(
+            history=history.take(rows), action=[self.action[i] or "" for i in pick],
+            path=[self.path[i] or "" for i in pick], score=self.score[rows],
+            decisive_rule=[self.decisive[i] for i in pick],
+            rule_hits=[self.hits[i] for i in pick], warmup_rows=warmup,
+            duplicates=self.duplicates,
+            features=self.features[rows] if self.features is not None else None,
+        )  # fmt: skip
+
+
+def _micros(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(microseconds=1)
 
 
 def _inputs(history: pa.Table) -> pa.Table:
@@ -225,7 +249,7 @@ def _replay_order(
     partition = history["kafka_partition"].to_numpy()
     offset = history["kafka_offset"].to_numpy()
     event_us = pc.cast(history["event_time"], pa.int64()).to_numpy()
-    in_window = event_us >= int((start - EPOCH) / timedelta(microseconds=1))
+    in_window = event_us >= _micros(start)
     first = np.full(int(partition.max(initial=-1)) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first, partition[in_window], offset[in_window])
     warm = offset < first[partition] if len(partition) else np.zeros(0, dtype=bool)
@@ -292,26 +316,6 @@ class _LabelFeed:
             return stop
         upcoming = self._arrived[self._next]
         return at + int(np.searchsorted(keys[at:stop], upcoming, side="left"))
-
-
-def _window_only(
-    history: pa.Table, start: datetime, *, action: list[str | None], path: list[str | None],
-    score: np.ndarray, decisive: list[str | None], hits: list[tuple[str, ...]],
-    warmup: int, duplicates: int,
-) -> Replayed:  # fmt: skip
-    """The rows at or after `start` with a decision in the replay (duplicates have none)."""
-    event_us = pc.cast(history["event_time"], pa.int64()).to_numpy()
-    wanted = (event_us >= int((start - EPOCH) / timedelta(microseconds=1))) & np.array(
-        [a is not None for a in action], dtype=bool
-    )
-    rows = np.flatnonzero(wanted)
-    pick = rows.tolist()
-    return Replayed(
-        history=history.take(rows), action=[action[i] for i in pick],  # type: ignore[misc]
-        path=[path[i] for i in pick], score=score[rows],  # type: ignore[misc]
-        decisive_rule=[decisive[i] for i in pick], rule_hits=[hits[i] for i in pick],
-        warmup_rows=warmup, duplicates=duplicates,
-    )  # fmt: skip
 
 
 _ZONES: dict[int, timezone] = {}
