@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from confluent_kafka import Consumer
 
 from fraudstream import kafka_clients
-from fraudstream.contracts import Transaction
+from fraudstream.contracts import Label, Transaction, encode
 from fraudstream.errors import LocalStackError
 from fraudstream.localstack.processes import free_port
 from fraudstream.localstack.stack import Endpoints
@@ -121,7 +122,8 @@ class Summary:
         return (
             f"t={elapsed:4.0f}s sent {stats.sent} ({stats.sent / max(elapsed, 1e-9):,.0f}/s) "
             f"decided {total}: {by_action} | {by_path} | e2e p50 {p50:.0f} ms p99 {p99:.0f} ms "
-            f"| dlq {self.dlq}" + (f" | older backlog {self.backlog}" if self.backlog else "")
+            f"| labels {stats.labels} | dlq {self.dlq}"
+            + (f" | older backlog {self.backlog}" if self.backlog else "")
         )
 
 
@@ -160,8 +162,9 @@ def replay_window(
 
 def replay_events(
     rate: float, duration: float, say: Say, replayed_until: datetime | None = None
-) -> Iterator[Transaction]:
-    """Fresh simulated history replayed at `rate`, keeping its own (simulated) event times.
+) -> tuple[Iterator[Transaction], list[Label]]:
+    """Fresh simulated history replayed at `rate`, keeping its own (simulated) event times,
+    and its labels in `labelled_at` order (see `with_labels`).
 
     Live wall-clock time would make every card pay every few seconds at demo rates, far
     from what the model was trained on; an accelerated replay keeps the features realistic.
@@ -175,8 +178,28 @@ def replay_events(
         seed=7, n_transactions=count, days=days, start=start,  # the customers the model knows
         id_prefix=f"demo{uuid.uuid4().hex[:6]}",
     )  # fmt: skip
-    table = simulate(config).transactions.drop_columns(list(TRUTH_COLUMNS))
-    return iter_transactions(table)
+    sim = simulate(config)
+    labels = sim.labels.sort_by("labelled_at").select(list(Label.model_fields)).to_pylist()
+    return (
+        iter_transactions(sim.transactions.drop_columns(list(TRUTH_COLUMNS))),
+        [Label.model_validate(row, strict=False) for row in labels],
+    )
+
+
+def with_labels(
+    events: Iterator[Transaction], labels: list[Label], send: Callable[[Label], None]
+) -> Iterator[Transaction]:
+    """`events`, sending each label (in `labelled_at` order) once the replay's clock (the
+    event time of the payment about to go out) has reached the time it was given: the
+    reviewers' verdicts and chargebacks of the simulated history, as accelerated as its
+    payments. Labels given after the last payment are never sent."""
+    pending = iter(labels)
+    upcoming = next(pending, None)
+    for tx in events:
+        while upcoming is not None and upcoming.labelled_at <= tx.event_time:
+            send(upcoming)
+            upcoming = next(pending, None)
+        yield tx
 
 
 class _Replayed:
@@ -213,20 +236,17 @@ def run_demo(
     _await_ready(port, scorer, timeout_s=90)
     archiver = start_archiver(endpoints, settings.state_dir / "archiver.log")
     say(f"archiver pid {archiver.pid}; log {settings.state_dir / 'archiver.log'}")
-    watcher = kafka_clients.consumer(
-        settings, endpoints.kafka_bootstrap, f"fraudctl-demo-{uuid.uuid4().hex[:8]}",
-        {"auto.offset.reset": "latest"},
-    )  # fmt: skip
-    assigned = threading.Event()
-    watcher.subscribe([settings.topic_decisions, settings.topic_dlq],
-                      on_assign=lambda *_: assigned.set())  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not assigned.is_set() and time.monotonic() < deadline:
-        watcher.poll(0.1)
+    watcher = _watch(settings, endpoints)
     producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap)
     replayed = _Replayed(settings.state_dir / "demo.json")
-    events = replayed.track(replay_events(rate, duration, say, replayed.until))
+    history, labels = replay_events(rate, duration, say, replayed.until)
     stats, stop = StreamStats(sent_at={}), threading.Event()
+
+    def send_label(label: Label) -> None:
+        producer.produce(settings.topic_labels, encode(label), key=label.transaction_id.encode())
+        stats.labels += 1
+
+    events = replayed.track(with_labels(history, labels, send_label))
     feeder = threading.Thread(
         target=stream, args=(producer, settings.topic_transactions, events, rate, stop, stats),
         kwargs={"restamp": False}, daemon=True,
@@ -259,6 +279,21 @@ def run_demo(
         watcher.close()
         _stop(scorer, archiver)  # the archiver flushes what it holds
     say(summary.line(time.monotonic() - started, stats))
+
+
+def _watch(settings: ScorerSettings, endpoints: Endpoints) -> Consumer:
+    """A consumer of the decisions and dead letters from their end, once assigned."""
+    watcher = kafka_clients.consumer(
+        settings, endpoints.kafka_bootstrap, f"fraudctl-demo-{uuid.uuid4().hex[:8]}",
+        {"auto.offset.reset": "latest"},
+    )  # fmt: skip
+    assigned = threading.Event()
+    watcher.subscribe([settings.topic_decisions, settings.topic_dlq],
+                      on_assign=lambda *_: assigned.set())  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not assigned.is_set() and time.monotonic() < deadline:
+        watcher.poll(0.1)
+    return watcher
 
 
 def _stop(*children: subprocess.Popen[bytes]) -> None:

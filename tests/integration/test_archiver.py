@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -16,7 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -29,28 +25,16 @@ from fraudstream.history.query import TopicNames
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
-from tests.integration.scorer_support import deployment_env, settings_from_env
+from tests.integration.archive_support import (
+    archived_rows,
+    archiver_env,
+    await_condition,
+    start_archiver,
+    stop_archiver,
+)
+from tests.integration.scorer_support import settings_from_env
 
 pytestmark = pytest.mark.integration
-
-
-def _archiver_env(endpoints: Endpoints, admin: AdminClient, tmp_path: Path) -> dict[str, str]:
-    env = deployment_env(endpoints, tmp_path / "registry", admin)
-    return {
-        **env,
-        "FRAUD_ARCHIVE_URL": str(tmp_path / "archive"),
-        "FRAUD_ARCHIVE_GROUP": f"archiver-{env['FRAUD_REDIS_PREFIX']}",
-        "FRAUD_ARCHIVE_FLUSH_S": "0.3",
-        "FRAUD_ARCHIVE_FLUSH_ROWS": "150",
-    }
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fraudstream.history.archiver"],
-            env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
 
 
 Records = list[tuple[str, bytes, bytes]]
@@ -90,42 +74,11 @@ def _produce(producer: Producer, records: Records, rate: float) -> None:
     assert producer.flush(30) == 0
 
 
-def _archived(root: Path) -> dict[str, list[tuple[int, int, str]]]:
-    """(partition, offset, transaction id) of every archived row, per topic directory."""
-    rows: dict[str, list[tuple[int, int, str]]] = {}
-    if not root.exists():
-        return rows
-    for topic_dir in sorted(p for p in root.iterdir() if p.name != PROGRESS_DIR):
-        dataset = ds.dataset(topic_dir, format="parquet", partitioning="hive")
-        if not dataset.files:  # only a file being written so far
-            continue
-        data = dataset.to_table(columns=["kafka_partition", "kafka_offset", "transaction_id"])
-        rows[topic_dir.name] = list(
-            zip(*(data[c].to_pylist() for c in data.column_names), strict=True)
-        )
-    return rows
-
-
-def _await(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path, started: int) -> None:
-    """SIGTERM once the `started`-th archiver of this log has its partitions (a SIGTERM
-    during start-up ends the process by the default action, before it has written)."""
-    _await(lambda: log.read_text().count("INFO __main__: assigned") >= started, 60)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, log.read_text()[-3000:]
-
-
 def _transactional(make_producer: Callable[..., Producer]) -> Producer:
     return make_producer({"transactional.id": f"archiver-test-{uuid.uuid4().hex[:8]}"})
 
 
-def _records_archived(
+def _recordsarchived_rows(
     env: dict[str, str], root: Path, log: Path, producer: Producer, seed: int
 ) -> tuple[Records, dict[str, list[str]]]:
     """600 transactions' records produced at once, then archived by one archiver run."""
@@ -135,10 +88,10 @@ def _records_archived(
         producer.begin_transaction()
         _produce(producer, records[chunk : chunk + 50], rate=100_000.0)
         producer.commit_transaction(30)
-    proc = _start(env, log)
+    proc = start_archiver(env, log)
     valid = sum(len(v) for v in ids.values())
-    _await(lambda: sum(len(v) for v in _archived(root).values()) >= valid, 90)
-    _stop(proc, log, started=1)
+    await_condition(lambda: sum(len(v) for v in archived_rows(root).values()) >= valid, 90)
+    stop_archiver(proc, log, started=1)
     assert " ERROR " not in log.read_text(), log.read_text()[-3000:]
     return records, ids
 
@@ -149,7 +102,7 @@ def test_kill_minus_nine_archives_every_record_exactly_once(
     tmp_path: Path,
     make_producer: Callable[..., Producer],
 ) -> None:
-    env = _archiver_env(endpoints, admin, tmp_path)
+    env = archiver_env(endpoints, admin, tmp_path)
     root, log = tmp_path / "archive", tmp_path / "archiver.log"
     seed = int(os.environ.get("FRAUD_TEST_SEED", "31"))  # load_tests/archiver_stress.py
     records, ids = _records(env, 4000, seed=seed)
@@ -157,29 +110,29 @@ def test_kill_minus_nine_archives_every_record_exactly_once(
     # ~22 s of traffic: each kill waits ~7 s for the group (the 6 s session) and new rows.
     feeder = threading.Thread(target=_produce, args=(make_producer(), records, 200.0))
     rng = random.Random(seed)
-    proc = _start(env, log)
+    proc = start_archiver(env, log)
     try:
         feeder.start()
 
         def count() -> int:
-            return sum(len(v) for v in _archived(root).values())
+            return sum(len(v) for v in archived_rows(root).values())
 
         for _kill in range(3):
             archived = count()
             # New rows since the last start (or all of them, if the traffic ran out first).
-            _await(lambda: count() > archived or count() >= valid, 60)  # noqa: B023
+            await_condition(lambda: count() > archived or count() >= valid, 60)  # noqa: B023
             time.sleep(rng.uniform(0.0, 0.6))  # a random moment: mid-flush or between
             proc.kill()
             proc.wait(10)
-            proc = _start(env, log)
+            proc = start_archiver(env, log)
         feeder.join(60)
-        _await(lambda: count() >= valid, 90)
-        _stop(proc, log, started=4)
+        await_condition(lambda: count() >= valid, 90)
+        stop_archiver(proc, log, started=4)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    rows = _archived(root)
+    rows = archived_rows(root)
     for topic, topic_rows in rows.items():
         coordinates = [(p, o) for p, o, _id in topic_rows]
         assert len(coordinates) == len(set(coordinates)), f"{topic}: a record archived twice"
@@ -197,10 +150,10 @@ def test_a_flush_that_never_committed_is_discarded_and_written_again(
     make_producer: Callable[..., Producer],
 ) -> None:
     """Data files past the progress file are a crash's leftovers: deleted at assignment."""
-    env = _archiver_env(endpoints, admin, tmp_path)
+    env = archiver_env(endpoints, admin, tmp_path)
     root, log = tmp_path / "archive", tmp_path / "archiver.log"
-    _records_archived(env, root, log, _transactional(make_producer), seed=32)
-    before = _archived(root)
+    _recordsarchived_rows(env, root, log, _transactional(make_producer), seed=32)
+    before = archived_rows(root)
     topic = settings_from_env(env).topic_transactions
     # A crash after a flush's data files, before its progress: a file at the progress.
     source = next((root / topic).glob("date=*/*.parquet"))
@@ -211,12 +164,12 @@ def test_a_flush_that_never_committed_is_discarded_and_written_again(
     orphan = source.parent / str(layout.FileName(topic, name.partition, next_offset))
     shutil.copy(source, orphan)
     (source.parent / f".{orphan.name}.tmp").write_bytes(b"half a file")
-    proc = _start(env, log)
-    _await(lambda: "did not commit" in log.read_text(), 60)
-    _stop(proc, log, started=2)
+    proc = start_archiver(env, log)
+    await_condition(lambda: "did not commit" in log.read_text(), 60)
+    stop_archiver(proc, log, started=2)
     assert not orphan.exists()
     assert not (source.parent / f".{orphan.name}.tmp").exists()
-    assert _archived(root) == before
+    assert archived_rows(root) == before
 
 
 def test_the_archive_opens_a_relative_directory_and_a_file_url(
@@ -237,9 +190,9 @@ def test_the_archivers_files_answer_the_history_queries(
 ) -> None:
     """What the archiver writes is what `fraudstream.history.query` reads: each transaction
     once, with the label known as of a time and none given later."""
-    env = _archiver_env(endpoints, admin, tmp_path)
+    env = archiver_env(endpoints, admin, tmp_path)
     root, log = tmp_path / "archive", tmp_path / "archiver.log"
-    records, ids = _records_archived(env, root, log, _transactional(make_producer), seed=33)
+    records, ids = _recordsarchived_rows(env, root, log, _transactional(make_producer), seed=33)
     settings = settings_from_env(env)
     names = TopicNames(settings.topic_transactions, settings.topic_decisions, settings.topic_labels)
     labels = [Label.model_validate_json(v) for t, _k, v in records if t == settings.topic_labels]

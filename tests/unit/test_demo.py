@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fraudstream.demo import HISTORY_PER_DAY, replay_size, replay_window
+from fraudstream.contracts import Label
+from fraudstream.demo import HISTORY_PER_DAY, replay_events, replay_size, replay_window, with_labels
 from fraudstream.simulator import SimulationConfig
 
 
@@ -34,3 +35,20 @@ def test_the_replay_ends_now_and_never_goes_back_before_an_earlier_demo() -> Non
     assert days == pytest.approx(1.0)
     ahead = now + timedelta(days=1)  # no room left: back to a window that ends now
     assert replay_window(now, 2.0, ahead) == (now - timedelta(days=2), 2.0)
+
+
+def test_labels_go_out_once_the_replay_reaches_the_time_they_were_given() -> None:
+    events, labels = replay_events(400, 10, say=lambda _text: None)
+    txs = list(events)
+    assert labels == sorted(labels, key=lambda label: label.labelled_at)
+    sent: list[tuple[int, Label]] = []  # (payments yielded before it, label)
+    replayed = []
+    for tx in with_labels(iter(txs), labels, lambda label: sent.append((len(replayed), label))):
+        replayed.append(tx)
+    assert replayed == txs
+    last = txs[-1].event_time
+    assert [label for _, label in sent] == [lb for lb in labels if lb.labelled_at <= last]
+    assert sent  # some labels fall inside the replay
+    for before, label in sent:  # not early: the next payment is at or after the label
+        assert txs[before].event_time >= label.labelled_at
+        assert before == 0 or txs[before - 1].event_time < label.labelled_at

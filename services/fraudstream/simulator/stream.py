@@ -19,6 +19,7 @@ class StreamStats:
 
     sent: int = 0
     sent_at: dict[str, float] | None = None  # transaction id -> wall-clock send time, if kept
+    labels: int = 0  # labels sent alongside (the demo's)
     delivered: int = 0
     failed: int = 0
     last_error: str = ""

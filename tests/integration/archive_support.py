@@ -1,0 +1,75 @@
+"""Shared set-up for tests that run the archiver: its environment, process and files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.dataset as ds
+from confluent_kafka.admin import AdminClient
+
+from fraudstream.history.archiver import PROGRESS_DIR
+from fraudstream.localstack.stack import Endpoints
+from tests.integration.scorer_support import deployment_env
+
+
+def archiver_env(
+    endpoints: Endpoints,
+    admin: AdminClient,
+    tmp_path: Path,
+    registry: Path | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """A deployment (scorer_support.deployment_env) with an archiver flushing often."""
+    env = deployment_env(endpoints, registry or tmp_path / "registry", admin, **extra)
+    return {
+        **env,
+        "FRAUD_ARCHIVE_URL": str(tmp_path / "archive"),
+        "FRAUD_ARCHIVE_GROUP": f"archiver-{env['FRAUD_REDIS_PREFIX']}",
+        "FRAUD_ARCHIVE_FLUSH_S": "0.3",
+        "FRAUD_ARCHIVE_FLUSH_ROWS": "150",
+    }
+
+
+def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fraudstream.history.archiver"],
+            env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def archived_rows(root: Path) -> dict[str, list[tuple[int, int, str]]]:
+    """(partition, offset, transaction id) of every archived row, per topic directory."""
+    rows: dict[str, list[tuple[int, int, str]]] = {}
+    if not root.exists():
+        return rows
+    for topic_dir in sorted(p for p in root.iterdir() if p.name != PROGRESS_DIR):
+        dataset = ds.dataset(topic_dir, format="parquet", partitioning="hive")
+        if not dataset.files:  # only a file being written so far
+            continue
+        data = dataset.to_table(columns=["kafka_partition", "kafka_offset", "transaction_id"])
+        rows[topic_dir.name] = list(
+            zip(*(data[c].to_pylist() for c in data.column_names), strict=True)
+        )
+    return rows
+
+
+def await_condition(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def stop_archiver(proc: subprocess.Popen[bytes], log: Path, started: int) -> None:
+    """SIGTERM once the `started`-th archiver of this log has its partitions (a SIGTERM
+    during start-up ends the process by the default action, before it has written)."""
+    await_condition(lambda: log.read_text().count("INFO __main__: assigned") >= started, 60)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()[-3000:]
