@@ -19,6 +19,7 @@ from fraudstream.contracts import (
     Transaction,
     Verdict,
 )
+from fraudstream.features.compute import Event
 from fraudstream.features.pipeline import FeaturePipeline
 from fraudstream.features.pipeline import replay as training_replay
 from fraudstream.history import layout
@@ -27,6 +28,8 @@ from fraudstream.history.backtest import (
     EPOCH,
     Candidate,
     Window,
+    archived_columns,
+    archived_events,
     archived_transactions,
     load_history,
     replay,
@@ -242,3 +245,18 @@ def test_the_report_counts_each_side_and_the_changes() -> None:
     text = reporting.render(report)
     assert "approve->review" in text
     assert "HARD_LIMIT" in text
+
+
+def test_events_from_archived_columns_equal_those_of_the_transactions() -> None:
+    """The replay builds `Event`s from columns; they must be what the scorer builds."""
+    _sim, transactions, _ = _simulation(3)
+    zones = pa.array([(i % 5 - 2) * 5400 for i in range(len(transactions))], pa.int32())
+    rows = transactions.set_column(
+        transactions.schema.get_field_index(layout.LOCAL_OFFSET_COLUMN),
+        layout.LOCAL_OFFSET_COLUMN, zones,
+    )  # fmt: skip
+    expected = [Event.from_transaction(tx) for tx in archived_transactions(rows)]
+    assert archived_events(rows, archived_columns(rows)) == expected
+    utc = [Event.from_transaction(tx) for tx in archived_transactions(transactions)]
+    moved = [e.local_hour != u.local_hour for e, u in zip(expected, utc, strict=True)]
+    assert sum(moved) > 0.7 * len(moved)  # the zones do move the local hour

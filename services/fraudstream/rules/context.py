@@ -46,9 +46,11 @@ def entity_value(tx: Transaction, entity: str) -> str | None:
 
 class RuleBatch:
     """A batch as rules see it. Features are columns of `features` found through `columns`;
-    a feature that was not computed reads as NaN (unknown: it never matches)."""
+    a feature that was not computed reads as NaN (unknown: it never matches). Transaction
+    fields come from `txs`, read once per batch and field, or are given as columns
+    (`from_columns`, for the backtest's archived rows)."""
 
-    __slots__ = ("_columns", "_features", "_fields", "lists", "txs")
+    __slots__ = ("_columns", "_features", "_fields", "_n", "lists", "txs")
 
     def __init__(
         self,
@@ -61,12 +63,32 @@ class RuleBatch:
             raise ValueError(f"{features.shape[0]} feature rows for {len(txs)} transactions")
         self.txs = txs
         self.lists: ListHits = lists or {}
+        self._n = len(txs)
         self._features = features
         self._columns = columns
         self._fields: dict[str, list[object]] = {}
 
+    @classmethod
+    def from_columns(
+        cls,
+        fields: Mapping[str, list[object]],
+        features: np.ndarray,
+        columns: Mapping[str, int],
+        lists: ListHits | None = None,
+    ) -> RuleBatch:
+        """A batch whose transaction fields are columns (enums as their values); it must
+        hold every field a rule reads, and each entity field of a list the rules use."""
+        batch = cls((), np.empty((0, features.shape[1])), columns, lists)
+        batch._features = features
+        batch._n = features.shape[0]
+        for name, values in fields.items():
+            if len(values) != batch._n:
+                raise ValueError(f"{len(values)} values of {name} for {batch._n} rows")
+            batch._fields[name] = values
+        return batch
+
     def __len__(self) -> int:
-        return len(self.txs)
+        return self._n
 
     @classmethod
     def of_dicts(
@@ -85,13 +107,15 @@ class RuleBatch:
     def feature(self, name: str) -> np.ndarray:
         at = self._columns.get(name)
         if at is None:
-            return np.full(len(self.txs), np.nan)
+            return np.full(self._n, np.nan)
         return self._features[:, at]
 
     def field(self, name: str) -> list[object]:
         """The field's values (enums as their values, None when absent), read once a batch."""
         values = self._fields.get(name)
         if values is None:
+            if len(self.txs) != self._n:
+                raise KeyError(f"field {name!r} is not among this batch's columns")
             values = [getattr(tx, name, None) for tx in self.txs]
             if any(isinstance(v, Enum) for v in values):
                 values = [v.value if isinstance(v, Enum) else v for v in values]
@@ -101,7 +125,8 @@ class RuleBatch:
     def listed(self, list_name: str, entity: str) -> np.ndarray:
         found = self.lists.get((list_name, entity))
         if not found:  # the usual case: nothing of this batch is on that list
-            return np.zeros(len(self.txs), dtype=bool)
+            return np.zeros(self._n, dtype=bool)
         return np.fromiter(
-            (entity_value(tx, entity) in found for tx in self.txs), dtype=bool, count=len(self.txs)
-        )
+            (v is not None and str(v) in found for v in self.field(_ENTITY_FIELD[entity])),
+            dtype=bool, count=self._n,
+        )  # fmt: skip
