@@ -21,6 +21,7 @@ from fraudstream.contracts import (
     ReasonSource,
     RetrainTrigger,
     ReviewCase,
+    RulePackEvent,
     Transaction,
     Verdict,
 )
@@ -92,6 +93,10 @@ def samples() -> list[Contract]:
         ModelEvent(
             model_name="fraud", version="v2", event=ModelEventType.CANARY, canary_share=0.1,
             actor="ml-eng", at=NOW,
+        ),
+        RulePackEvent(
+            pack="default", version="default-2026-11", text="version: v1\nrules: []\n",
+            actor="analyst-1", at=NOW,
         ),
         DeadLetter(
             reason=DeadLetterReason.SCHEMA_VIOLATION, detail="1 invalid field(s)",

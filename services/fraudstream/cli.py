@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -343,6 +344,29 @@ def rules_check(path: Path) -> None:
     for rule in doc.rules:
         state = "" if rule.enabled else "  (disabled)"
         click.echo(f"  {rule.id:<28} {rule.action.value:<8} {rule.reason}{state}")
+
+
+@rules_group.command("publish")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--name",
+    "pack",
+    default="default",
+    show_default=True,
+    help="Pack name (scorers follow FRAUD_RULES_PACK).",
+)
+@click.option("--actor", default=lambda: os.environ.get("USER", "fraudctl"),
+              help="Who publishes (kept with the pack).")  # fmt: skip
+def rules_publish(path: Path, pack: str, actor: str) -> None:
+    """Validate a rule pack and publish it on the compacted rules topic: every scorer with
+    FRAUD_RULES_SOURCE=topic switches to it between batches."""
+    from fraudstream.rules.published import publish  # noqa: PLC0415
+
+    settings = get_settings()
+    event = publish(settings, resolve_endpoints(settings).kafka_bootstrap,
+                    path.read_text(encoding="utf-8"), pack=pack, actor=actor)  # fmt: skip
+    click.echo(f"published rule pack {pack!r} version {event.version!r} on "
+               f"{settings.topic_rules} (scorers following it switch between batches)")  # fmt: skip
 
 
 @cli.command("archive")

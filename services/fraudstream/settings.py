@@ -91,6 +91,7 @@ class CommonSettings(BaseSettings):
     topic_labels: str = "fraud.labels"
     topic_retrain: str = "fraud.retrain"
     topic_models: str = "fraud.models"
+    topic_rules: str = "fraud.rules"
     topic_partitions: int = Field(
         default=6, ge=1, le=1024, description="Partitions of the keyed, high-volume topics."
     )

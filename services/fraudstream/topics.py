@@ -24,6 +24,7 @@ from fraudstream.contracts import (
     ModelEvent,
     RetrainTrigger,
     ReviewCase,
+    RulePackEvent,
     Transaction,
 )
 from fraudstream.errors import InfrastructureUnavailable
@@ -70,6 +71,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               "drift monitor's retraining triggers"),
     TopicSpec("topic_models", 1, -1, "compact", "model_name", ModelEvent,
               "model lifecycle; compacted, so the latest state per model is kept"),
+    TopicSpec("topic_rules", 1, -1, "compact", "pack", RulePackEvent,
+              "published rule packs; compacted, so the latest version per pack is kept"),
 )  # fmt: skip
 
 

@@ -45,7 +45,8 @@ def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def archived_rows(root: Path) -> dict[str, list[tuple[int, int, str]]]:
-    """(partition, offset, transaction id) of every archived row, per topic directory."""
+    """(partition, offset, transaction id) of every archived row, per topic directory
+    (the id is the review case's `transaction.transaction_id` on the review topic)."""
     rows: dict[str, list[tuple[int, int, str]]] = {}
     if not root.exists():
         return rows
@@ -53,7 +54,12 @@ def archived_rows(root: Path) -> dict[str, list[tuple[int, int, str]]]:
         dataset = ds.dataset(topic_dir, format="parquet", partitioning="hive")
         if not dataset.files:  # only a file being written so far
             continue
-        data = dataset.to_table(columns=["kafka_partition", "kafka_offset", "transaction_id"])
+        nested = "transaction_id" not in dataset.schema.names
+        ids = ds.field("transaction", "transaction_id") if nested else ds.field("transaction_id")
+        data = dataset.to_table(
+            columns={"kafka_partition": ds.field("kafka_partition"),
+                     "kafka_offset": ds.field("kafka_offset"), "transaction_id": ids}
+        )  # fmt: skip
         rows[topic_dir.name] = list(
             zip(*(data[c].to_pylist() for c in data.column_names), strict=True)
         )

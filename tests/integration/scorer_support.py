@@ -59,7 +59,16 @@ def deployment_env(
         "FRAUD_SCORER_BATCH_WAIT_MS": "20",
         **extra,
     }
-    for name in ("transactions", "dlq", "decisions", "review", "labels", "retrain", "models"):
+    for name in (
+        "transactions",
+        "dlq",
+        "decisions",
+        "review",
+        "labels",
+        "retrain",
+        "models",
+        "rules",
+    ):
         env[f"FRAUD_TOPIC_{name.upper()}"] = f"{run}.{name}"
     provision(admin, settings_from_env(env))
     return env

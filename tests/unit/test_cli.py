@@ -7,6 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fraudstream.cli import cli
+from fraudstream.contracts import CONTRACTS
 
 
 def test_schemas_export_then_check(tmp_path: Path) -> None:
@@ -16,7 +17,7 @@ def test_schemas_export_then_check(tmp_path: Path) -> None:
     assert "fraudctl schemas export" in stale.output
     wrote = runner.invoke(cli, ["schemas", "export", "--dir", str(tmp_path)])
     assert wrote.exit_code == 0
-    assert len(list(tmp_path.glob("*.schema.json"))) == 7
+    assert len(list(tmp_path.glob("*.schema.json"))) == len(CONTRACTS)
     checked = runner.invoke(cli, ["schemas", "export", "--check", "--dir", str(tmp_path)])
     assert checked.exit_code == 0, checked.output
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fraudstream.contracts import Label
+from fraudstream.contracts import Label, Transaction
 from fraudstream.demo import HISTORY_PER_DAY, replay_events, replay_size, replay_window, with_labels
 from fraudstream.simulator import SimulationConfig
 
@@ -42,7 +42,7 @@ def test_labels_go_out_once_the_replay_reaches_the_time_they_were_given() -> Non
     txs = list(events)
     assert labels == sorted(labels, key=lambda label: label.labelled_at)
     sent: list[tuple[int, Label]] = []  # (payments yielded before it, label)
-    replayed = []
+    replayed: list[Transaction] = []
     for tx in with_labels(iter(txs), labels, lambda label: sent.append((len(replayed), label))):
         replayed.append(tx)
     assert replayed == txs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fraudstream.contracts import CONTRACTS, ModelEvent
+from fraudstream.contracts import CONTRACTS, ModelEvent, RulePackEvent
 from fraudstream.settings import CommonSettings
 from fraudstream.topics import TOPICS, topic_table
 
@@ -10,18 +10,19 @@ from fraudstream.topics import TOPICS, topic_table
 def test_every_contract_has_a_topic_and_names_are_unique() -> None:
     settings = CommonSettings()
     names = [spec.name(settings) for spec in TOPICS]
-    assert len(set(names)) == len(names) == 7
+    assert len(set(names)) == len(names) == 8
     assert {spec.contract for spec in TOPICS} == set(CONTRACTS)
     assert set(names) == {
         "transactions", "transactions.dlq", "fraud.decisions", "fraud.review",
-        "fraud.labels", "fraud.retrain", "fraud.models",
+        "fraud.labels", "fraud.retrain", "fraud.models", "fraud.rules",
     }  # fmt: skip
 
 
-def test_only_model_events_are_compacted_and_kept_forever() -> None:
+def test_only_model_events_and_rule_packs_are_compacted_and_kept_forever() -> None:
     compacted = [spec for spec in TOPICS if spec.cleanup_policy == "compact"]
-    assert [spec.contract for spec in compacted] == [ModelEvent]
-    assert compacted[0].configs() == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    assert [spec.contract for spec in compacted] == [ModelEvent, RulePackEvent]
+    for spec in compacted:
+        assert spec.configs() == {"cleanup.policy": "compact", "retention.ms": "-1"}
 
 
 def test_card_keyed_topics_follow_the_partition_setting() -> None:
@@ -35,4 +36,4 @@ def test_topic_table_lists_every_topic() -> None:
     lines: list[str] = []
     topic_table(CommonSettings(), emit=lines.append)
     assert len(lines) == 2 + len(TOPICS)
-    assert "| `fraud.models` | model_name | 1 | forever | compact | ModelEvent |" in lines[-1]
+    assert "| `fraud.rules` | pack | 1 | forever | compact | RulePackEvent |" in lines[-1]

@@ -33,6 +33,7 @@ from fraudstream.contracts.messages import (
     ReasonSource,
     RetrainTrigger,
     ReviewCase,
+    RulePackEvent,
     Transaction,
     Verdict,
 )
@@ -44,6 +45,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     Label,
     RetrainTrigger,
     ModelEvent,
+    RulePackEvent,
     DeadLetter,
 )
 
@@ -68,6 +70,7 @@ __all__ = [
     "Rejection",
     "RetrainTrigger",
     "ReviewCase",
+    "RulePackEvent",
     "Transaction",
     "Verdict",
     "check_event_time",

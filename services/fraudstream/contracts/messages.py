@@ -201,6 +201,21 @@ class RetrainTrigger(Contract):
         return self
 
 
+MAX_RULE_PACK_CHARS = 256 * 1024
+
+
+class RulePackEvent(Contract):
+    """A rule pack published for every scorer; key on the compacted `fraud.rules` is
+    `pack`. `text` is the pack's YAML, validated again by each scorer that reads it."""
+
+    schema_version: Literal[1] = 1
+    pack: Identifier = Field(description="Which pack this is (scorers follow one by name).")
+    version: Annotated[str, Field(min_length=1, max_length=64)]
+    text: Annotated[str, Field(min_length=1, max_length=MAX_RULE_PACK_CHARS)]
+    actor: Identifier
+    at: AwareDatetime
+
+
 class ModelEventType(StrEnum):
     REGISTERED = "registered"
     SHADOW = "shadow"

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import yaml
@@ -88,6 +89,20 @@ class RulePack:
             decisive = next((h.action for h in hits if h.action is not RuleAction.TAG), None)
             outcomes[event] = RuleOutcome(decisive, hits)
         return outcomes
+
+
+class RuleProvider(Protocol):
+    """Where the scorer gets its pack between batches: a file (`RuleSource`) or the
+    compacted topic (`rules.published.PublishedRules`)."""
+
+    on_reload: Callable[[str], None]
+    on_reload_error: Callable[[str], None]
+    last_error: str | None
+
+    @property
+    def pack(self) -> RulePack: ...
+
+    def maybe_reload(self) -> bool: ...
 
 
 def _ignore(_value: str) -> None:

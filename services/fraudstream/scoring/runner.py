@@ -39,7 +39,7 @@ from confluent_kafka.admin import ConfigResource, ResourceType
 
 from fraudstream import kafka_clients
 from fraudstream.errors import FraudStreamError
-from fraudstream.rules.engine import RuleSource
+from fraudstream.rules.engine import RuleProvider
 from fraudstream.scoring import faults
 from fraudstream.scoring.core import (
     DECISIONS,
@@ -111,7 +111,7 @@ class ScorerLoop:
         self._rolled_back: list[InputRecord] = []  # to read again (set during a rebalance)
         self._failed: list[KafkaError] = []  # at least once: the batch's failed deliveries
         self.sync: StateSync | None = None
-        self.rule_source: RuleSource | None = None  # for metrics of its reloads
+        self.rule_source: RuleProvider | None = None  # for metrics of its reloads
         # Replays use their own Redis client (a long timeout, their own breaker): a catch-up
         # save is bigger than a live batch's and must not trip the live circuit.
         self.replay_state: ScorerState | None = None

@@ -17,8 +17,9 @@ from fraudstream.observability.http import HealthState
 from fraudstream.observability.http import serve as serve_http
 from fraudstream.observability.process import run_service, stop_on_signals
 from fraudstream.registry import Registry
-from fraudstream.rules.engine import RuleSource
+from fraudstream.rules.engine import RulePack, RuleProvider, RuleSource
 from fraudstream.rules.lists import RedisLists
+from fraudstream.rules.published import PublishedRules
 from fraudstream.scoring.core import BatchResult, BatchScorer, InputRecord
 from fraudstream.scoring.decide import DecisionPolicy
 from fraudstream.scoring.instance import InstanceLease
@@ -54,12 +55,12 @@ def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
     client = redis_client(
         endpoints.redis_url, settings.redis_timeout_ms, cluster=settings.redis_cluster
     )
-    rules = RuleSource(settings.rules_file)
+    rules = _rules(settings, endpoints.kafka_bootstrap)
     watcher = ModelWatcher(
         settings, endpoints.kafka_bootstrap, Registry(settings.registry_dir), settings.model_name
     )
 
-    def current_rules() -> RuleSource:
+    def current_rules() -> RuleProvider:
         rules.maybe_reload()
         return rules
 
@@ -209,8 +210,24 @@ def serve(settings: ScorerSettings | None = None) -> None:
         if folder is not None:
             folder.stop()
         watcher.stop()
+        if isinstance(loop.rule_source, PublishedRules):
+            loop.rule_source.stop()
         server.close()
         lease.release()
+
+
+def _rules(settings: ScorerSettings, bootstrap: str) -> RuleProvider:
+    """The file source, or the published pack read to the topic's end (the file, when it
+    exists, stands in until a pack is published)."""
+    if settings.rules_source == "file":
+        return RuleSource(settings.rules_file)
+    path = settings.rules_file
+    fallback = RulePack.from_yaml(path.read_text(), str(path)) if path.is_file() else None
+    published = PublishedRules(settings, bootstrap, settings.rules_pack, fallback=fallback)
+    published.start()
+    _log.info("following rule pack %r on %s: version %s", settings.rules_pack,
+              settings.topic_rules, published.pack.version)  # fmt: skip
+    return published
 
 
 def _lease(settings: ScorerSettings, stop: threading.Event) -> InstanceLease:

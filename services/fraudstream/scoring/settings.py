@@ -50,6 +50,16 @@ class ScorerSettings(CommonSettings):
     registry_dir: Path = Field(default=Path("models"), description="Model registry root.")
     model_name: str = Field(default="fraud", description="Registry model to serve.")
     rules_file: Path = Field(default=Path("config/rules.yaml"), description="Rule pack.")
+    rules_source: Literal["file", "topic"] = Field(
+        default="file",
+        description="file: rules_file, reloaded when it changes; topic: the pack published "
+        "as rules_pack on topic_rules (`fraudctl rules publish`), the same for every "
+        "instance, with rules_file (if present) until one is published.",
+    )
+    rules_pack: str = Field(
+        default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Name of the published pack to follow (rules_source=topic).",
+    )  # fmt: skip
     redis_timeout_ms: int = Field(
         default=250,
         ge=1,
