@@ -283,23 +283,22 @@ def _agreement(replayed: Replayed, actual: np.ndarray, actual_score: np.ndarray,
 
 
 def _pr_curve(score: np.ndarray, fraud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at the rank of each fraud, by descending score (scored rows):
+    the points where the curve moves."""
     scored = ~np.isnan(score)
     s, y = score[scored], fraud[scored]
     if not y.any():
         return np.array([]), np.array([])
     order = np.argsort(-s, kind="stable")
     hits = np.cumsum(y[order])
-    precision = hits / np.arange(1, len(order) + 1)
-    recall = hits / y.sum()
-    return precision, recall
+    at = np.flatnonzero(y[order])
+    return hits[at] / (at + 1), hits[at] / y.sum()
 
 
 def _average_precision(score: np.ndarray, fraud: np.ndarray) -> float | None:
-    precision, recall = _pr_curve(score, fraud)
-    if recall.size == 0:
-        return None
-    steps = np.diff(np.concatenate([[0.0], recall]))
-    return float((precision * steps).sum())
+    """The mean precision at the ranks of the frauds (precision x recall steps)."""
+    precision, _recall = _pr_curve(score, fraud)
+    return float(precision.mean()) if precision.size else None
 
 
 def _thin(values: np.ndarray, points: int = 200) -> list[float]:
@@ -448,7 +447,10 @@ def plot(report: Report, path: Path) -> Path:
         ) from exc
     figure, (pr, declines, reviews) = plt.subplots(1, 3, figsize=(16, 4.5))
     curve = report.pr_curve
-    pr.plot(curve["recall"], curve["precision"], color="tab:blue")
+    if curve["recall"]:
+        pr.plot(curve["recall"], curve["precision"], color="tab:blue", drawstyle="steps-post")
+    else:
+        pr.text(0.5, 0.5, "no labelled fraud among the scored rows", ha="center")
     pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
            title=f"Precision-recall, model {report.model_version or 'none'}")  # fmt: skip
     dates = [datetime.fromisoformat(d.date) for d in report.days]
