@@ -370,13 +370,20 @@ def rules_publish(path: Path, pack: str, actor: str) -> None:
 
 
 @cli.command("archive")
-def archive_command() -> None:
+@click.option("--compact", is_flag=True,
+              help="Instead: merge small committed files (FRAUD_ARCHIVE_COMPACT_*) and exit. "
+                   "Archivers may run meanwhile; one compaction at a time.")  # fmt: skip
+def archive_command(compact: bool) -> None:
     """Run the archiver: every topic into Parquet under FRAUD_ARCHIVE_URL (SIGTERM stops it
     after a final flush)."""
-    from fraudstream.history.archiver import serve as serve_archiver  # noqa: PLC0415
+    from fraudstream.history import archiver  # noqa: PLC0415
 
     logging.getLogger().setLevel(logging.INFO)
-    serve_archiver()
+    if compact:
+        merged = archiver.compact(say=click.echo)
+        click.echo(f"compaction done: {merged} file(s) merged away")
+        return
+    archiver.serve()
 
 
 cli.add_command(train_command)

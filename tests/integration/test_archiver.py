@@ -13,11 +13,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from fraudstream.contracts import Label, LabelSource, Verdict, encode
+from fraudstream.contracts import Label, LabelSource, Transaction, Verdict, encode
 from fraudstream.history import layout
 from fraudstream.history.archiver import PROGRESS_DIR, ArchiveStorage
 from fraudstream.history.query import Archive as QueryArchive
@@ -214,3 +215,60 @@ def test_the_archivers_files_answer_the_history_queries(
     }  # fmt: skip
     assert got == known
     assert 0 < len(known) < len(labels)
+
+
+def _storage_with_files(root: Path, files: int, rows: int) -> ArchiveStorage:
+    """`files` committed files of `rows` transactions each for one partition and date,
+    plus one uncommitted file past the progress."""
+    storage = ArchiveStorage(str(root))
+    txs = simulated_history(SimulationConfig(seed=3, n_transactions=max(100, files * rows + rows),
+                                             days=1)).transactions  # fmt: skip
+    day = datetime(2026, 1, 5, tzinfo=UTC).date()
+    for f in range(files + 1):
+        chunk = txs[f * rows : (f + 1) * rows]
+        offsets = [f * rows * 2 + 2 * i for i in range(len(chunk))]  # markers take offsets
+        table = layout.table(Transaction, chunk, [0] * len(chunk), offsets, [None] * len(chunk))
+        storage.write("t", day, layout.FileName("t", 0, offsets[0]), table)
+    storage.set_progress("t", 0, files * rows * 2)  # the last file never committed
+    return storage
+
+
+def _rows(root: Path) -> list[int]:
+    data = ds.dataset(root / "t", format="parquet", partitioning="hive").to_table()
+    return sorted(data["kafka_offset"].to_pylist())
+
+
+def test_compaction_merges_committed_files_and_a_crash_in_it_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = _storage_with_files(tmp_path / "a", files=6, rows=30)
+    before = _rows(tmp_path / "a")
+    assert storage.compact("t", 0, min_files=7, max_rows=1000) == 0  # too few files
+    assert storage.compact("t", 0, min_files=2, max_rows=100) == 4  # 6 into 2, by rows
+    names = sorted(n.first_offset for n in storage.names("t"))
+    assert names == [0, 180, 360]  # two merged files and the uncommitted one, untouched
+    assert _rows(tmp_path / "a") == before
+
+    crashed = _storage_with_files(tmp_path / "b", files=4, rows=10)
+    before = _rows(tmp_path / "b")
+    calls = {"n": 0}
+    real_delete = crashed._delete
+
+    def crash_after_the_first_delete(path: str) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError("killed mid-compaction")
+        real_delete(path)
+
+    monkeypatch.setattr(crashed, "_delete", crash_after_the_first_delete)
+    with pytest.raises(OSError, match="killed"):
+        crashed.compact("t", 0, min_files=2, max_rows=1000)
+    assert len(_rows(tmp_path / "b")) > len(before)  # rows twice until repaired
+    with QueryArchive(str(tmp_path / "b"), TopicNames("t", "d", "l")) as archive:
+        history = archive.labelled_history(datetime(2026, 1, 1, tzinfo=UTC),
+                                           datetime(2026, 2, 1, tzinfo=UTC),
+                                           datetime(2026, 2, 1, tzinfo=UTC))  # fmt: skip
+    assert history.num_rows == len(before)  # the queries read one copy of each
+    ArchiveStorage(str(tmp_path / "b")).compact("t", 0, min_files=2, max_rows=1000)
+    assert _rows(tmp_path / "b") == before
+    assert sorted(n.first_offset for n in crashed.names("t")) == [0, 80]  # merged, uncommitted

@@ -51,7 +51,10 @@ from fraudstream.topics import TOPICS
 
 _log = logging.getLogger(__name__)
 PROGRESS_DIR = "_progress"
-ARCHIVED_ROLES = ("transactions", "dlq", "decisions", "review", "labels", "retrain", "models")
+_SOURCES_KEY = b"fraudstream.compacted_from"  # first offsets of a merged file's sources
+ARCHIVED_ROLES = (
+    "transactions", "dlq", "decisions", "review", "labels", "retrain", "models", "rules",
+)  # fmt: skip
 
 
 class ArchiverSettings(CommonSettings):
@@ -70,6 +73,13 @@ class ArchiverSettings(CommonSettings):
         default=0, ge=0, description="Delete date directories older than this; 0 keeps all."
     )
     archive_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    archive_compact_min_files: int = Field(
+        default=8, ge=2, description="`fraudctl archive --compact` merges a partition's "
+        "files of one date once it has at least this many.",
+    )  # fmt: skip
+    archive_compact_max_rows: int = Field(
+        default=1_000_000, ge=1, description="Largest compacted file, in rows."
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Bind address of /metrics.")
     metrics_port: int = Field(default=9410, ge=0, le=65535, description="0 picks a free port.")
 
@@ -158,6 +168,88 @@ class ArchiveStorage:
         for path in gone:
             self.fs.delete_file(path)
         return gone
+
+    def compact(self, topic: str, partition: int, *, min_files: int, max_rows: int) -> int:
+        """Merge the partition's committed files of each date into files of up to
+        `max_rows` rows; returns how many files were merged away.
+
+        Only files below the partition's progress are touched: archivers create and delete
+        files at or past it, so they may run meanwhile; two compactions of one archive
+        may not. A merged file takes its first source's name and lists its sources in its
+        metadata; it replaces that source (an atomic rename or PUT), then the other sources
+        are deleted. A crash in between leaves rows twice until the next compaction, which
+        deletes the leftovers first (the history queries read one copy of each record)."""
+        progress = self.progress(topic, partition)
+        if progress is None:
+            return 0
+        merged = 0
+        for day, found in sorted(self._by_day(topic, partition, progress).items()):
+            names = self._drop_leftovers(topic, day, found)
+            for group in self._groups(topic, day, names, max_rows):
+                if len(names) >= min_files and len(group) >= 2:
+                    self._merge(topic, day, group)
+                    merged += len(group) - 1
+        return merged
+
+    def _by_day(self, topic: str, partition: int, below: int) -> dict[date, list[layout.FileName]]:
+        found: dict[date, list[layout.FileName]] = {}
+        for info in self._files(topic):
+            name = layout.FileName.parse(info.base_name)
+            day = info.path.rsplit("/", 2)[-2].removeprefix("date=")
+            if name is None or name.partition != partition or name.first_offset >= below:
+                continue
+            try:
+                found.setdefault(date.fromisoformat(day), []).append(name)
+            except ValueError:
+                continue
+        return {d: sorted(n, key=lambda n: n.first_offset) for d, n in found.items()}
+
+    def _drop_leftovers(
+        self, topic: str, day: date, names: list[layout.FileName]
+    ) -> list[layout.FileName]:
+        """Delete sources a merged file already holds (a compaction that crashed)."""
+        held: set[int] = set()
+        for name in names:
+            meta = pq.read_metadata(self.fs.open_input_file(self._path(topic, day, name)))
+            sources = (meta.metadata or {}).get(_SOURCES_KEY)
+            if sources is not None:
+                held |= set(orjson.loads(sources)) - {name.first_offset}
+        for name in names:
+            if name.first_offset in held:
+                _log.warning("compaction: deleting %s, already merged", name)
+                self._delete(self._path(topic, day, name))
+        return [n for n in names if n.first_offset not in held]
+
+    def _groups(
+        self, topic: str, day: date, names: list[layout.FileName], max_rows: int
+    ) -> list[list[layout.FileName]]:
+        groups: list[list[layout.FileName]] = [[]]
+        rows = 0
+        for name in names:
+            meta = pq.read_metadata(self.fs.open_input_file(self._path(topic, day, name)))
+            if groups[-1] and rows + meta.num_rows > max_rows:
+                groups.append([])
+                rows = 0
+            groups[-1].append(name)
+            rows += meta.num_rows
+        return groups
+
+    def _merge(self, topic: str, day: date, group: list[layout.FileName]) -> None:
+        tables = [pq.read_table(self.fs.open_input_file(self._path(topic, day, n)))
+                  for n in group]  # fmt: skip
+        table = pa.concat_tables(tables, promote_options="default").sort_by("kafka_offset")
+        sources = orjson.dumps([n.first_offset for n in group])
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               _SOURCES_KEY: sources})  # fmt: skip
+        self.write(topic, day, group[0], table)  # replaces the first source
+        for name in group[1:]:
+            self._delete(self._path(topic, day, name))
+
+    def _delete(self, path: str) -> None:
+        self.fs.delete_file(path)
+
+    def _path(self, topic: str, day: date, name: layout.FileName) -> str:
+        return layout.file_path(self.root, topic, day, name)
 
     def expire(self, topic: str, before: date) -> list[str]:
         """Delete `topic`'s date directories older than `before`."""
@@ -394,6 +486,27 @@ def _coordinates(message: Message) -> tuple[str, int, int]:
     if topic is None or partition is None or offset is None:
         raise ArchiveError("a consumed record without topic, partition or offset")
     return topic, partition, offset
+
+
+def compact(
+    settings: ArchiverSettings | None = None, say: Callable[[str], None] = _log.info
+) -> int:
+    """Merge small committed files of every archived topic (`fraudctl archive --compact`);
+    returns the number of files merged away. Run one at a time."""
+    settings = settings or ArchiverSettings()
+    storage = ArchiveStorage(settings.archive_url)
+    by_role = {spec.setting.removeprefix("topic_"): spec for spec in TOPICS}
+    total = 0
+    for role in ARCHIVED_ROLES:
+        topic = by_role[role].name(settings)
+        partitions = sorted({n.partition for n in storage.names(topic)})
+        for partition in partitions:
+            merged = storage.compact(topic, partition, min_files=settings.archive_compact_min_files,
+                                     max_rows=settings.archive_compact_max_rows)  # fmt: skip
+            if merged:
+                say(f"{topic}[{partition}]: merged {merged} file(s) away")
+            total += merged
+    return total
 
 
 def serve(settings: ArchiverSettings | None = None) -> None:
