@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -14,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -79,7 +82,7 @@ def _transactional(make_producer: Callable[..., Producer]) -> Producer:
     return make_producer({"transactional.id": f"archiver-test-{uuid.uuid4().hex[:8]}"})
 
 
-def _recordsarchived_rows(
+def _records_archived(
     env: dict[str, str], root: Path, log: Path, producer: Producer, seed: int
 ) -> tuple[Records, dict[str, list[str]]]:
     """600 transactions' records produced at once, then archived by one archiver run."""
@@ -153,7 +156,7 @@ def test_a_flush_that_never_committed_is_discarded_and_written_again(
     """Data files past the progress file are a crash's leftovers: deleted at assignment."""
     env = archiver_env(endpoints, admin, tmp_path)
     root, log = tmp_path / "archive", tmp_path / "archiver.log"
-    _recordsarchived_rows(env, root, log, _transactional(make_producer), seed=32)
+    _records_archived(env, root, log, _transactional(make_producer), seed=32)
     before = archived_rows(root)
     topic = settings_from_env(env).topic_transactions
     # A crash after a flush's data files, before its progress: a file at the progress.
@@ -193,7 +196,7 @@ def test_the_archivers_files_answer_the_history_queries(
     once, with the label known as of a time and none given later."""
     env = archiver_env(endpoints, admin, tmp_path)
     root, log = tmp_path / "archive", tmp_path / "archiver.log"
-    records, ids = _recordsarchived_rows(env, root, log, _transactional(make_producer), seed=33)
+    records, ids = _records_archived(env, root, log, _transactional(make_producer), seed=33)
     settings = settings_from_env(env)
     names = TopicNames(settings.topic_transactions, settings.topic_decisions, settings.topic_labels)
     labels = [Label.model_validate_json(v) for t, _k, v in records if t == settings.topic_labels]
@@ -272,3 +275,80 @@ def test_compaction_merges_committed_files_and_a_crash_in_it_is_repaired(
     ArchiveStorage(str(tmp_path / "b")).compact("t", 0, min_files=2, max_rows=1000)
     assert _rows(tmp_path / "b") == before
     assert sorted(n.first_offset for n in crashed.names("t")) == [0, 80]  # merged, uncommitted
+
+
+def _s3_rows(fs: pafs.FileSystem, root: str) -> dict[str, list[tuple[int, int, str]]]:
+    """(partition, offset, transaction id) of every archived row on S3, per topic."""
+    rows: dict[str, list[tuple[int, int, str]]] = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        parts = info.path.removeprefix(root + "/").split("/")
+        if parts[0] == PROGRESS_DIR or not info.base_name.endswith(".parquet"):
+            continue
+        try:
+            with fs.open_input_file(info.path) as source:
+                data = pq.read_table(source, columns=["kafka_partition", "kafka_offset",
+                                                      "transaction_id"])  # fmt: skip
+        except OSError:
+            if fs.get_file_info(info.path).type == pafs.FileType.NotFound:
+                continue  # an uncommitted flush's file, deleted after the listing
+            raise
+        rows.setdefault(parts[0], []).extend(
+            zip(*(data[c].to_pylist() for c in data.column_names), strict=True)
+        )
+    return rows
+
+
+def test_on_s3_compatible_storage_every_record_is_archived_once_across_kill_minus_nine(
+    endpoints: Endpoints,
+    admin: AdminClient,
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+) -> None:
+    """The same layout and exactly-once through pyarrow's S3 filesystem, one URL setting.
+    No S3 service runs here: moto's S3 server (127.0.0.1) stands in for one."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - dev-only dependency
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        host, port = server.get_host_and_port()
+        secret = f"secret-{uuid.uuid4().hex}"
+        fs = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http",
+                               access_key="archiver", secret_key=secret, region="us-east-1",
+                               allow_bucket_creation=True)  # fmt: skip
+        fs.create_dir("fraud-archive")
+        env = {
+            **archiver_env(endpoints, admin, tmp_path),
+            "FRAUD_ARCHIVE_URL": f"s3://fraud-archive/prod?endpoint_override={host}:{port}"
+                                 "&scheme=http&region=us-east-1",
+            "AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": secret,
+        }  # fmt: skip
+        log = tmp_path / "archiver.log"
+        records, ids = _records(env, 1500, seed=35)
+        valid = sum(len(v) for v in ids.values())
+        feeder = threading.Thread(target=_produce, args=(make_producer(), records, 300.0))
+
+        def count() -> int:
+            return sum(len(v) for v in _s3_rows(fs, "fraud-archive/prod").values())
+
+        proc = start_archiver(env, log)
+        feeder.start()
+        await_condition(lambda: count() > 0, 60)
+        proc.kill()  # mid-traffic, between or inside flushes
+        proc.wait(10)
+        proc = start_archiver(env, log)
+        feeder.join(60)
+        await_condition(lambda: count() >= valid, 90)
+        stop_archiver(proc, log, started=2)
+        rows = _s3_rows(fs, "fraud-archive/prod")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        server.stop()
+    for topic, want in ids.items():
+        coordinates = [(p, o) for p, o, _id in rows[topic]]
+        assert len(coordinates) == len(set(coordinates)), f"{topic}: a record archived twice"
+        assert sorted(i for _p, _o, i in rows[topic]) == sorted(want)
+    assert secret not in log.read_text()
