@@ -33,7 +33,7 @@ from fraudstream.simulator import SimulationConfig, live_transactions
 from fraudstream.simulator.stream import StreamStats, stream
 from fraudstream.state_cli import state_group
 from fraudstream.topics import provision, topic_table
-from fraudstream.trainer_cli import train_command
+from fraudstream.trainer_cli import evaluate_command, train_command
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
 
@@ -387,6 +387,7 @@ def archive_command(compact: bool) -> None:
 
 
 cli.add_command(train_command)
+cli.add_command(evaluate_command)
 cli.add_command(state_group)
 cli.add_command(backtest_command)
 rules_group.add_command(rules_backtest_command)

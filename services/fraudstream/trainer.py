@@ -43,10 +43,23 @@ class StageTimes:
 
 def simulated_history(config: SimulationConfig) -> LabelledHistory:
     """Labelled history from the simulator: validated transactions, truth, late labels."""
+    return simulated_history_and_scenarios(config)[0]
+
+
+def simulated_history_and_scenarios(
+    config: SimulationConfig,
+) -> tuple[LabelledHistory, dict[str, str]]:
+    """`simulated_history`, and each fraud's scenario by transaction id."""
     sim = simulate(config)
     truth = np.asarray(sim.transactions["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int8)
     txs = list(iter_transactions(sim.transactions.drop_columns(list(TRUTH_COLUMNS))))
-    return LabelledHistory(txs, truth, labels_from_table(sim.labels))
+    scenarios = {
+        tid: scenario
+        for tid, scenario in zip(sim.transactions["transaction_id"].to_pylist(),
+                                 sim.transactions["scenario"].to_pylist(), strict=True)
+        if scenario
+    }  # fmt: skip
+    return LabelledHistory(txs, truth, labels_from_table(sim.labels)), scenarios
 
 
 def labels_from_table(table: pa.Table) -> list[Label]:

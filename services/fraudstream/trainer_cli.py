@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -12,7 +13,12 @@ from fraudstream.datasets import load_labelled
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
-from fraudstream.trainer import StageTimes, simulated_history, train_and_register
+from fraudstream.trainer import (
+    StageTimes,
+    simulated_history,
+    simulated_history_and_scenarios,
+    train_and_register,
+)
 from fraudstream.training.config import TrainConfig
 
 DEFAULT_FEATURES = Path("config/features.yaml")
@@ -133,3 +139,88 @@ def _feature_config(path: Path | None) -> FeatureConfig:
         return FeatureConfig()
     click.echo(f"features: {path}")
     return FeatureConfig.from_yaml(path)
+
+
+@click.command("evaluate")
+@click.argument("version")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path, exists=True),
+    help="Labelled transactions (as for train); omit to simulate.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path, exists=True),
+    help="Label messages for --data (label-derived features see them in time).",
+)
+@click.option("--label-column", default="is_fraud", show_default=True)
+@click.option(
+    "--simulate",
+    "n_simulated",
+    type=click.IntRange(min=1000),
+    default=200_000,
+    show_default=True,
+    help="Simulated transactions when --data is not given.",
+)
+@click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--from",
+    "start",
+    type=click.DateTime(),
+    default=None,
+    help="First event time evaluated (UTC; default: the last 20 % of the rows).",
+)
+@click.option(
+    "--to",
+    "end",
+    type=click.DateTime(),
+    default=None,
+    help="Evaluate before this time (UTC; default: after the last row).",
+)
+@click.option("--name", default="fraud", show_default=True)
+@click.option(
+    "--registry",
+    "registry_dir",
+    type=click.Path(path_type=Path),
+    default=Path("models"),
+    envvar="FRAUD_REGISTRY_DIR",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the precision-recall curve as a PNG.",
+)
+def evaluate_command(
+    version: str, data_path: Path | None, labels_path: Path | None, label_column: str,
+    n_simulated: int, days: float, seed: int, start: datetime | None, end: datetime | None,
+    name: str, registry_dir: Path, as_json: bool, plot_path: Path | None,
+) -> None:  # fmt: skip
+    """Score a registered VERSION (or `champion`) on a labelled period through the serving
+    path, with warm-up on the rows before --from."""
+    from fraudstream.history import evaluate  # noqa: PLC0415
+    from fraudstream.scoring.models import single_model_set  # noqa: PLC0415
+
+    groups: dict[str, str] = {}
+    if data_path is None:
+        config = SimulationConfig(seed=seed, n_transactions=n_simulated, days=days)
+        history, groups = simulated_history_and_scenarios(config)
+    else:
+        history = load_labelled(data_path, label_column=label_column, labels_path=labels_path)
+        groups = {label.transaction_id: label.source.value for label in history.labels}
+    times = [tx.event_time for tx in history.transactions]
+    begin = start.replace(tzinfo=UTC) if start else times[int(len(times) * 0.8)]
+    finish = end.replace(tzinfo=UTC) if end else times[-1] + timedelta(microseconds=1)
+    models = single_model_set(Registry(registry_dir), name, version)
+    result = evaluate.run(history, models, begin, finish, groups=groups)
+    click.echo(json.dumps(result.to_dict(), indent=2, default=str) if as_json
+               else evaluate.render(result))  # fmt: skip
+    if plot_path is not None:
+        evaluate.plot(result, plot_path)
+        click.echo(f"precision-recall curve written to {plot_path}", err=as_json)

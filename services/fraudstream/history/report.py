@@ -433,9 +433,8 @@ def _fixed(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def plot(report: Report, path: Path) -> Path:
-    """The precision-recall curve and the daily rates as one PNG (needs matplotlib, in
-    the `train` extra)."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (matplotlib is in the `train` extra)."""
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional, and slow to import
 
@@ -445,6 +444,12 @@ def plot(report: Report, path: Path) -> Path:
         raise RuntimeError(
             "plotting needs matplotlib: pip install 'fraudstream[train]' (or use --no-plot)"
         ) from exc
+    return plt
+
+
+def plot(report: Report, path: Path) -> Path:
+    """The precision-recall curve and the daily rates as one PNG."""
+    plt = pyplot()
     figure, (pr, declines, reviews) = plt.subplots(1, 3, figsize=(16, 4.5))
     curve = report.pr_curve
     if curve["recall"]:
