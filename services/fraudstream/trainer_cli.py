@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from fraudstream.datasets import load_labelled
+from fraudstream.datasets import LabelledHistory, load_labelled
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import (
     StageTimes,
-    simulated_history,
     simulated_history_and_scenarios,
     train_and_register,
 )
@@ -24,52 +24,56 @@ from fraudstream.training.config import TrainConfig
 DEFAULT_FEATURES = Path("config/features.yaml")
 
 
+_REGISTRY = click.option(
+    "--registry", "registry_dir", type=click.Path(path_type=Path), default=Path("models"),
+    envvar="FRAUD_REGISTRY_DIR", show_default=True,
+)  # fmt: skip
+_NAME = click.option("--name", default="fraud", show_default=True,
+                     help="Model name in the registry.")  # fmt: skip
+
+
+def _history_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The labelled history a command reads: a file (with its labels) or the simulator."""
+    for option in reversed([
+        click.option("--data", "data_path", type=click.Path(path_type=Path, exists=True),
+                     help="Labelled transactions (.jsonl, .parquet or .csv); omit to simulate."),
+        click.option("--labels", "labels_path", type=click.Path(path_type=Path, exists=True),
+                     help="Label messages (when each label became known) for --data."),
+        click.option("--label-column", default="is_fraud", show_default=True),
+        click.option("--label-delay-days", type=click.FloatRange(min=0), default=30.0,
+                     show_default=True, help="Assumed label delay when --labels is not given."),
+        click.option("--simulate", "n_simulated", type=click.IntRange(min=1000),
+                     default=200_000, show_default=True,
+                     help="Simulated transactions when --data is not given."),
+        click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True,
+                     help="Simulated period."),
+        click.option("--seed", type=int, default=7, show_default=True),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _load_history(
+    data_path: Path | None, labels_path: Path | None, label_column: str,
+    label_delay_days: float, n_simulated: int, days: float, seed: int,
+) -> tuple[LabelledHistory, dict[str, str]]:  # fmt: skip
+    """The history, and each fraud's group: its scenario (simulated) or label source."""
+    if data_path is None:
+        config = SimulationConfig(seed=seed, n_transactions=n_simulated, days=days)
+        return simulated_history_and_scenarios(config)
+    history = load_labelled(
+        data_path, label_column=label_column, labels_path=labels_path,
+        label_delay=timedelta(days=label_delay_days),
+    )  # fmt: skip
+    for reason, count in history.rejected.items():
+        click.echo(f"skipped {count} invalid rows: {reason}", err=True)
+    return history, {label.transaction_id: label.source.value for label in history.labels}
+
+
 @click.command("train")
-@click.option(
-    "--data",
-    "data_path",
-    type=click.Path(path_type=Path, exists=True),
-    help="Labelled transactions (.jsonl, .parquet or .csv); omit to simulate.",
-)
-@click.option(
-    "--labels",
-    "labels_path",
-    type=click.Path(path_type=Path, exists=True),
-    help="Label messages (when each label became known) for --data.",
-)
-@click.option("--label-column", default="is_fraud", show_default=True)
-@click.option(
-    "--label-delay-days",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Assumed label delay when --labels is not given.",
-)
-@click.option(
-    "--simulate",
-    "n_simulated",
-    type=click.IntRange(min=1000),
-    default=200_000,
-    show_default=True,
-    help="Simulated transactions when --data is not given.",
-)
-@click.option(
-    "--days",
-    type=click.FloatRange(min=1),
-    default=30.0,
-    show_default=True,
-    help="Simulated period.",
-)
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--name", default="fraud", show_default=True, help="Model name in the registry.")
-@click.option(
-    "--registry",
-    "registry_dir",
-    type=click.Path(path_type=Path),
-    default=Path("models"),
-    envvar="FRAUD_REGISTRY_DIR",
-    show_default=True,
-)
+@_history_options
+@_NAME
+@_REGISTRY
 @click.option(
     "--features",
     "features_file",
@@ -99,16 +103,8 @@ def train_command(
     """Train, export and register a model version (the first one becomes champion)."""
     times = StageTimes()
     started = time.perf_counter()
-    if data_path is None:
-        config = SimulationConfig(seed=seed, n_transactions=n_simulated, days=days)
-        history = simulated_history(config)
-    else:
-        history = load_labelled(
-            data_path, label_column=label_column, labels_path=labels_path,
-            label_delay=timedelta(days=label_delay_days),
-        )  # fmt: skip
-        for reason, count in history.rejected.items():
-            click.echo(f"skipped {count} invalid rows: {reason}")
+    history, _groups = _load_history(data_path, labels_path, label_column, label_delay_days,
+                                     n_simulated, days, seed)  # fmt: skip
     times.record("load", started)
     click.echo(f"{len(history)} transactions, {int(history.y.sum())} fraud, "
                f"{len(history.labels)} labels")  # fmt: skip
@@ -143,29 +139,7 @@ def _feature_config(path: Path | None) -> FeatureConfig:
 
 @click.command("evaluate")
 @click.argument("version")
-@click.option(
-    "--data",
-    "data_path",
-    type=click.Path(path_type=Path, exists=True),
-    help="Labelled transactions (as for train); omit to simulate.",
-)
-@click.option(
-    "--labels",
-    "labels_path",
-    type=click.Path(path_type=Path, exists=True),
-    help="Label messages for --data (label-derived features see them in time).",
-)
-@click.option("--label-column", default="is_fraud", show_default=True)
-@click.option(
-    "--simulate",
-    "n_simulated",
-    type=click.IntRange(min=1000),
-    default=200_000,
-    show_default=True,
-    help="Simulated transactions when --data is not given.",
-)
-@click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
+@_history_options
 @click.option(
     "--from",
     "start",
@@ -180,40 +154,24 @@ def _feature_config(path: Path | None) -> FeatureConfig:
     default=None,
     help="Evaluate before this time (UTC; default: after the last row).",
 )
-@click.option("--name", default="fraud", show_default=True)
-@click.option(
-    "--registry",
-    "registry_dir",
-    type=click.Path(path_type=Path),
-    default=Path("models"),
-    envvar="FRAUD_REGISTRY_DIR",
-    show_default=True,
-)
+@_NAME
+@_REGISTRY
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the precision-recall curve as a PNG.",
-)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the precision-recall curve as a PNG.")  # fmt: skip
 def evaluate_command(
     version: str, data_path: Path | None, labels_path: Path | None, label_column: str,
-    n_simulated: int, days: float, seed: int, start: datetime | None, end: datetime | None,
-    name: str, registry_dir: Path, as_json: bool, plot_path: Path | None,
+    label_delay_days: float, n_simulated: int, days: float, seed: int,
+    start: datetime | None, end: datetime | None, name: str, registry_dir: Path,
+    as_json: bool, plot_path: Path | None,
 ) -> None:  # fmt: skip
     """Score a registered VERSION (or `champion`) on a labelled period through the serving
     path, with warm-up on the rows before --from."""
     from fraudstream.history import evaluate  # noqa: PLC0415
     from fraudstream.scoring.models import single_model_set  # noqa: PLC0415
 
-    groups: dict[str, str] = {}
-    if data_path is None:
-        config = SimulationConfig(seed=seed, n_transactions=n_simulated, days=days)
-        history, groups = simulated_history_and_scenarios(config)
-    else:
-        history = load_labelled(data_path, label_column=label_column, labels_path=labels_path)
-        groups = {label.transaction_id: label.source.value for label in history.labels}
+    history, groups = _load_history(data_path, labels_path, label_column, label_delay_days,
+                                    n_simulated, days, seed)  # fmt: skip
     times = [tx.event_time for tx in history.transactions]
     begin = start.replace(tzinfo=UTC) if start else times[int(len(times) * 0.8)]
     finish = end.replace(tzinfo=UTC) if end else times[-1] + timedelta(microseconds=1)
