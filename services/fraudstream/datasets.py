@@ -127,7 +127,9 @@ def _check_rejections(
         first = "; ".join(f"{reason}: {examples[reason]}" for reason, _ in rejected.most_common(2))
         raise ContractError(
             f"{path}: {bad} of {total} rows invalid ({reasons}); more than "
-            f"{limit:.1%} allowed - fix the file or raise the limit. For example: {first}"
+            f"{limit:.1%} allowed - fix the file, or accept that share with --max-invalid "
+            f"{min(1.0, bad / total + 0.001):.3f} (every skipped row is counted by reason). "
+            f"For example: {first}"
         )
 
 

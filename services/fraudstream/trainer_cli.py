@@ -48,6 +48,9 @@ def _history_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True,
                      help="Simulated period."),
         click.option("--seed", type=int, default=7, show_default=True),
+        click.option("--max-invalid", type=click.FloatRange(min=0, max=1), default=0.01,
+                     show_default=True,
+                     help="Share of --data rows that may fail the contract (skipped, counted)."),
     ]):  # fmt: skip
         command = option(command)
     return command
@@ -55,7 +58,7 @@ def _history_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def _load_history(
     data_path: Path | None, labels_path: Path | None, label_column: str,
-    label_delay_days: float, n_simulated: int, days: float, seed: int,
+    label_delay_days: float, n_simulated: int, days: float, seed: int, max_invalid: float,
 ) -> tuple[LabelledHistory, dict[str, str]]:  # fmt: skip
     """The history, and each fraud's group: its scenario (simulated) or label source."""
     if data_path is None:
@@ -63,7 +66,7 @@ def _load_history(
         return simulated_history_and_scenarios(config)
     history = load_labelled(
         data_path, label_column=label_column, labels_path=labels_path,
-        label_delay=timedelta(days=label_delay_days),
+        label_delay=timedelta(days=label_delay_days), max_invalid_share=max_invalid,
     )  # fmt: skip
     for reason, count in history.rejected.items():
         click.echo(f"skipped {count} invalid rows: {reason}", err=True)
@@ -97,14 +100,15 @@ def _load_history(
 )
 def train_command(
     data_path: Path | None, labels_path: Path | None, label_column: str,
-    label_delay_days: float, n_simulated: int, days: float, seed: int, name: str,
-    registry_dir: Path, features_file: Path, review_budget: float, decline_precision: float,
+    label_delay_days: float, n_simulated: int, days: float, seed: int, max_invalid: float,
+    name: str, registry_dir: Path, features_file: Path, review_budget: float,
+    decline_precision: float,
 ) -> None:  # fmt: skip
     """Train, export and register a model version (the first one becomes champion)."""
     times = StageTimes()
     started = time.perf_counter()
     history, _groups = _load_history(data_path, labels_path, label_column, label_delay_days,
-                                     n_simulated, days, seed)  # fmt: skip
+                                     n_simulated, days, seed, max_invalid)  # fmt: skip
     times.record("load", started)
     click.echo(f"{len(history)} transactions, {int(history.y.sum())} fraud, "
                f"{len(history.labels)} labels")  # fmt: skip
@@ -161,7 +165,7 @@ def _feature_config(path: Path | None) -> FeatureConfig:
               default=None, help="Write the precision-recall curve as a PNG.")  # fmt: skip
 def evaluate_command(
     version: str, data_path: Path | None, labels_path: Path | None, label_column: str,
-    label_delay_days: float, n_simulated: int, days: float, seed: int,
+    label_delay_days: float, n_simulated: int, days: float, seed: int, max_invalid: float,
     start: datetime | None, end: datetime | None, name: str, registry_dir: Path,
     as_json: bool, plot_path: Path | None,
 ) -> None:  # fmt: skip
@@ -171,7 +175,7 @@ def evaluate_command(
     from fraudstream.scoring.models import single_model_set  # noqa: PLC0415
 
     history, groups = _load_history(data_path, labels_path, label_column, label_delay_days,
-                                    n_simulated, days, seed)  # fmt: skip
+                                    n_simulated, days, seed, max_invalid)  # fmt: skip
     times = [tx.event_time for tx in history.transactions]
     begin = start.replace(tzinfo=UTC) if start else times[int(len(times) * 0.8)]
     finish = end.replace(tzinfo=UTC) if end else times[-1] + timedelta(microseconds=1)

@@ -74,8 +74,9 @@ def test_invalid_rows_are_counted_and_too_many_stop_the_load(tmp_path: Path) -> 
     history = load_labelled(_write(tmp_path / "d.jsonl", rows), max_invalid_share=0.05)
     assert len(history) == 197
     assert history.rejected == {"schema_violation": 1, "pan_detected": 1, "bad_label": 1}
-    with pytest.raises(ContractError, match="3 of 200 rows invalid"):
+    with pytest.raises(ContractError, match="3 of 200 rows invalid") as refused:
         load_labelled(tmp_path / "d.jsonl", max_invalid_share=0.01)
+    assert "--max-invalid 0.016" in str(refused.value)  # the option that would accept them
 
 
 def test_missing_label_column_and_unknown_format_are_clear(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fraudstream.contracts import Label, LabelSource, Transaction, Verdict
+from fraudstream.errors import ConfigurationError
 from fraudstream.features.compute import Event, haversine_km
 from fraudstream.features.pipeline import FeaturePipeline, StateCache, replay, state_keys
 from fraudstream.features.spec import FeatureConfig, FeatureSpec, catalog
@@ -127,6 +128,15 @@ def test_config_file_resolves_and_unknown_names_are_refused() -> None:
     narrow = FeatureConfig(include=("amount_log", "card_count_1h")).resolve()
     matrix = FeaturePipeline(narrow).transform([Event.from_transaction(_at(0))], StateCache())
     assert matrix.shape == (1, 2)
+
+
+def test_a_producer_feature_the_contract_would_refuse_is_refused_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "features.yaml"
+    path.write_text("producer_features:\n  auth_3ds: 0\n  Device-Score: null\n")
+    with pytest.raises(ConfigurationError, match=r"features.yaml.*\['Device-Score'\].*rename"):
+        FeatureConfig.from_yaml(path)
 
 
 def test_state_bytes_round_trip_exactly_and_foreign_data_is_ignored() -> None:

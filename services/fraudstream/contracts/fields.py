@@ -95,7 +95,8 @@ Mcc = Annotated[str, Field(pattern=r"^[0-9]{4}$", description="ISO 18245 merchan
 Amount = Annotated[float, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-FeatureName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+FEATURE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+FeatureName = Annotated[str, Field(pattern=FEATURE_NAME_PATTERN)]
 ReasonCode = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,47}$")]
 ShortText = Annotated[str, Field(max_length=1024)]
 

@@ -8,12 +8,14 @@ The catalog is every feature the entity and event maths produce; a `FeatureConfi
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fraudstream.contracts.fields import FEATURE_NAME_PATTERN
 from fraudstream.errors import ConfigurationError
 from fraudstream.features import compute
 from fraudstream.features.state import Entity
@@ -32,6 +34,9 @@ def catalog() -> tuple[str, ...]:
         *compute.shared_features(Entity.DEVICE),
         *compute.shared_features(Entity.IP),
     )
+
+
+_FEATURE_NAME = re.compile(FEATURE_NAME_PATTERN)
 
 
 class FeatureConfig(BaseModel):
@@ -56,13 +61,31 @@ class FeatureConfig(BaseModel):
             raise ValueError(f"unknown features {unknown}; the catalog is {list(catalog())}")
         return names
 
+    @field_validator("producer_features")
+    @classmethod
+    def _producer_names(cls, features: dict[str, float | None]) -> dict[str, float | None]:
+        bad = sorted(n for n in features if not _FEATURE_NAME.fullmatch(n))
+        if bad:
+            raise ValueError(
+                f"producer feature names {bad} can never arrive: Transaction.features keys "
+                f"must match {_FEATURE_NAME.pattern} (lower case, digits, underscores, "
+                "starting with a letter); rename them here and in the producer"
+            )
+        return features
+
     @classmethod
     def from_yaml(cls, path: Path) -> FeatureConfig:
+        """The feature set in `path`; `ConfigurationError` names the file and the problem."""
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigurationError(f"cannot read feature config {path}: {exc}") from exc
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in exc.errors()[:5])  # fmt: skip
+            raise ConfigurationError(f"{path}: invalid feature config: {problems}") from exc
 
     def resolve(self) -> FeatureSpec:
         chosen = [n for n in (self.include or catalog()) if n not in set(self.exclude)]
