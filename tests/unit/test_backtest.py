@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from fraudstream.contracts import (
     Action,
@@ -19,6 +20,7 @@ from fraudstream.contracts import (
     Transaction,
     Verdict,
 )
+from fraudstream.errors import ConfigurationError
 from fraudstream.features.compute import Event
 from fraudstream.features.pipeline import FeaturePipeline
 from fraudstream.features.pipeline import replay as training_replay
@@ -34,6 +36,7 @@ from fraudstream.history.backtest import (
     load_history,
     replay,
 )
+from fraudstream.history.backtest_cli import local_root
 from fraudstream.history.query import Archive
 from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.model import scoring_spec
@@ -260,3 +263,10 @@ def test_events_from_archived_columns_equal_those_of_the_transactions() -> None:
     utc = [Event.from_transaction(tx) for tx in archived_transactions(transactions)]
     moved = [e.local_hour != u.local_hour for e, u in zip(expected, utc, strict=True)]
     assert sum(moved) > 0.7 * len(moved)  # the zones do move the local hour
+
+
+def test_backtests_read_local_archives_and_say_so_for_object_storage() -> None:
+    assert local_root("archive") == "archive"
+    assert local_root("file:///srv/archive") == "/srv/archive"
+    with pytest.raises(ConfigurationError, match="s3:// archives are read by Spark"):
+        local_root("s3://bucket/prefix")  # refused before any network call

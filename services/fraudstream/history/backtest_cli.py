@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-import pyarrow as pa
 import pyarrow.fs as pafs
 
 from fraudstream.errors import ConfigurationError, FraudStreamError
@@ -27,16 +26,16 @@ DEFAULT_PLOT = Path("backtest.png")
 
 def local_root(url: str) -> str:
     """The local directory of an archive URL (DuckDB reads files in place)."""
-    try:
-        fs, root = pafs.FileSystem.from_uri(url)
-    except (pa.ArrowInvalid, ValueError):  # a relative local path
-        return url
-    if not isinstance(fs, pafs.LocalFileSystem):
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme and scheme != "file":
         raise ConfigurationError(
-            f"backtests read a local archive; {url.split('://', 1)[0]}:// archives are read by "
-            "Spark, Trino or DuckDB with its httpfs extension: copy the window you need "
-            "(same layout) to a local directory and pass it with --archive"
+            f"backtests read a local archive; {scheme}:// archives are read by Spark, Trino "
+            "or DuckDB with its httpfs extension: copy the window you need (same layout) to "
+            "a local directory and pass it with --archive"
         )
+    if not scheme:
+        return url
+    _fs, root = pafs.FileSystem.from_uri(url)
     return str(root)
 
 
