@@ -18,6 +18,7 @@ from fraudstream.history.backtest import Candidate, Window, load_history, replay
 from fraudstream.history.query import Archive, TopicNames
 from fraudstream.registry import Registry
 from fraudstream.rules.engine import RulePack
+from fraudstream.scoring.decide import DecisionPolicy
 from fraudstream.scoring.models import ModelSet, single_model_set
 from fraudstream.scoring.settings import ScorerSettings
 
@@ -45,10 +46,11 @@ def candidate_from(rules: Path, model: str, settings: ScorerSettings) -> Candida
     if not rules.is_file():
         raise ConfigurationError(f"rule pack {rules} not found")
     pack = RulePack.from_yaml(rules.read_text(encoding="utf-8"), str(rules))
+    policy = DecisionPolicy.from_settings(settings)
     if model == "none":
-        return Candidate(pack, ModelSet())
+        return Candidate(pack, ModelSet(), policy)
     registry = Registry(settings.registry_dir)
-    return Candidate(pack, single_model_set(registry, settings.model_name, model))
+    return Candidate(pack, single_model_set(registry, settings.model_name, model), policy)
 
 
 def run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from fraudstream.contracts import Action, DecisionPath, Reason, ReasonSource
 from fraudstream.rules.engine import RuleHit, RuleOutcome
 from fraudstream.rules.model import RuleAction
 from fraudstream.training.ensemble import Thresholds, decline_mask, review_mask
+
+if TYPE_CHECKING:
+    from fraudstream.scoring.settings import ScorerSettings
 
 _RULE_TO_ACTION = {
     RuleAction.DECLINE: Action.DECLINE,
@@ -34,6 +38,12 @@ class DecisionPolicy:
 
     degraded_review_factor: float = 0.5  # review threshold multiplier when degraded
     rules_only_review_amount: float = 1000.0  # no model: review above this amount
+
+    @classmethod
+    def from_settings(cls, settings: ScorerSettings) -> DecisionPolicy:
+        """The policy a scorer with `settings` decides with (the backtest uses it too)."""
+        return cls(degraded_review_factor=settings.degraded_review_factor,
+                   rules_only_review_amount=settings.rules_only_review_amount)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ def decide_batch(
             verdicts.append(Verdict(_RULE_TO_ACTION[rule.action], DecisionPath.RULES, rule_reasons))
             continue
         score = scores[row]
+        reason: Reason | None
         if declines[row]:
             action, reason = Action.DECLINE, _score_reason("ML_DECLINE", score, thresholds.decline)
         elif reviews[row]:

@@ -71,10 +71,7 @@ def build(settings: ScorerSettings) -> tuple[ScorerLoop, ModelWatcher]:
             client, prefix=f"{settings.redis_prefix}:fs", topic=settings.topic_transactions
         ),
         lists=RedisLists(client, prefix=f"{settings.redis_prefix}:list"),
-        policy=DecisionPolicy(
-            degraded_review_factor=settings.degraded_review_factor,
-            rules_only_review_amount=settings.rules_only_review_amount,
-        ),
+        policy=DecisionPolicy.from_settings(settings),
         max_message_bytes=settings.max_message_bytes,
     )
     loop = ScorerLoop(settings, endpoints.kafka_bootstrap, scorer)
