@@ -7,6 +7,7 @@ label applied when it became known.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -110,6 +111,9 @@ def train_and_register(
     data = training_data(history, features.resolve())
     started = times.record("features", started)
     result = train(data, config)
+    if history.rejected:  # the card says what the input lost
+        skipped = result.info.model_copy(update={"skipped_rows": dict(history.rejected)})
+        result = dataclasses.replace(result, info=skipped)
     started = times.record("train", started)
     version = registry.register(name, result, note=f"{len(history)} transactions")
     times.record("export_and_register", started)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
@@ -81,12 +82,17 @@ def test_train_on_a_user_supplied_csv_file(tmp_path: Path) -> None:
         "label",
         pc.if_else(table["is_fraud"], "fraud", "legit"),
     )
+    amounts = table["amount"].to_numpy().copy()
+    amounts[:3] = 0.0  # zero-amount authorisations: refused by the contract, and counted
+    table = table.set_column(table.schema.get_field_index("amount"), "amount", pa.array(amounts))
     data = tmp_path / "history.csv"
     csv.write_csv(table, data)
     output = _train(["--data", str(data), "--label-column", "label", "--label-delay-days", "20",
                      "--registry", str(tmp_path / "models"), "--name", "acme"])  # fmt: skip
-    assert "30000 transactions" in output
+    assert "29997 transactions" in output
+    assert "skipped 3 invalid rows: schema_violation" in output
     (version,) = Registry(tmp_path / "models").list("acme")
-    assert (version.path / "MODEL_CARD.md").exists()
+    card = (version.path / "MODEL_CARD.md").read_text()
+    assert "Input rows refused by the contract and left out: 3 (schema_violation: 3)." in card
     labels_files = write(sim, tmp_path / "files", "jsonl")
     assert labels_files[1].exists()

@@ -28,6 +28,14 @@ def _data_section(info: TrainingInfo, spec: FeatureSpecDoc) -> list[str]:
         f"| {w.frauds} | {w.fraud_rate:.4%} |"
         for w in info.windows
     ]
+    skipped = sum(info.skipped_rows.values())
+    lines += [
+        "",
+        f"Input rows refused by the contract and left out: {skipped}"
+        + (" (" + ", ".join(f"{reason}: {n}" for reason, n in sorted(info.skipped_rows.items()))
+           + ")" if skipped else "")
+        + ".",
+    ]  # fmt: skip
     defaults = ", ".join(f"`{k}`={v:g}" for k, v in spec.defaults.items()) or "none"
     lines += [
         "",

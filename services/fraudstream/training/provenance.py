@@ -8,7 +8,7 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 import fraudstream
 from fraudstream.training.config import TrainConfig
@@ -76,3 +76,6 @@ class TrainingInfo(BaseModel):
     libraries: dict[str, str]
     trained_at: datetime
     duration_seconds: float
+    skipped_rows: dict[str, int] = Field(
+        default_factory=dict, description="Input rows refused by the contract, by reason."
+    )
