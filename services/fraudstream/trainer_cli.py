@@ -7,10 +7,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
+from pydantic import ValidationError
 
 from fraudstream.datasets import LabelledHistory, load_labelled
+from fraudstream.errors import ConfigurationError
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
@@ -85,24 +89,30 @@ def _load_history(
     help="Feature set (default: config/features.yaml if present, else the whole catalog).",
 )
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Training configuration (YAML, the fields of training.json's `config`, e.g. "
+    "lightgbm.early_stopping_rounds); the options below override it.",
+)
+@click.option(
     "--review-budget",
     type=click.FloatRange(min=0.0001, max=0.5),
-    default=0.005,
-    show_default=True,
-    help="Share of traffic reviewers can handle.",
+    default=None,
+    help="Share of traffic reviewers can handle  [default: 0.005].",
 )
 @click.option(
     "--decline-precision",
     type=click.FloatRange(min=0.01, max=1),
-    default=0.9,
-    show_default=True,
-    help="Precision automatic declines must reach.",
+    default=None,
+    help="Precision automatic declines must reach  [default: 0.9].",
 )
+@click.pass_context
 def train_command(
-    data_path: Path | None, labels_path: Path | None, label_column: str,
+    ctx: click.Context, data_path: Path | None, labels_path: Path | None, label_column: str,
     label_delay_days: float, n_simulated: int, days: float, seed: int, max_invalid: float,
-    name: str, registry_dir: Path, features_file: Path, review_budget: float,
-    decline_precision: float,
+    name: str, registry_dir: Path, features_file: Path, config_file: Path | None,
+    review_budget: float | None, decline_precision: float | None,
 ) -> None:  # fmt: skip
     """Train, export and register a model version (the first one becomes champion)."""
     times = StageTimes()
@@ -114,8 +124,10 @@ def train_command(
                f"{len(history.labels)} labels")  # fmt: skip
     outcome = train_and_register(
         history, features=_feature_config(features_file),
-        config=TrainConfig(seed=seed, review_budget=review_budget,
-                           target_decline_precision=decline_precision),
+        config=train_config(
+            config_file, review_budget=review_budget, decline_precision=decline_precision,
+            seed=seed if config_file is None or _given(ctx, "seed") else None,
+        ),
         registry=Registry(registry_dir), name=name, times=times,
     )  # fmt: skip
     test = outcome.result.metrics.test
@@ -130,6 +142,37 @@ def train_command(
     state = "champion" if outcome.promoted else outcome.version.stage.value
     click.echo(f"registered {name} {outcome.version.version} ({state}) at {outcome.version.path}")
     click.echo(f"model card: {outcome.version.path / 'MODEL_CARD.md'}")
+
+
+def train_config(
+    path: Path | None, *, review_budget: float | None = None,
+    decline_precision: float | None = None, seed: int | None = None,
+) -> TrainConfig:  # fmt: skip
+    """The configuration in `path` (defaults without one), with the given values over it."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        try:
+            base = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"cannot read training config {path}: {exc}") from exc
+        if not isinstance(base, dict):
+            raise ConfigurationError(f"{path}: a training config is a mapping of settings")
+    given = {"review_budget": review_budget, "target_decline_precision": decline_precision,
+             "seed": seed}  # fmt: skip
+    try:
+        return TrainConfig.model_validate(
+            {**base, **{k: v for k, v in given.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors()[:5])  # fmt: skip
+        raise ConfigurationError(
+            f"{path or 'options'}: invalid training config: {problems}"
+        ) from exc
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
 
 
 def _feature_config(path: Path | None) -> FeatureConfig:

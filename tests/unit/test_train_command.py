@@ -13,10 +13,13 @@ from click.testing import CliRunner
 from pyarrow import csv
 
 from fraudstream.cli import cli
+from fraudstream.errors import ConfigurationError
 from fraudstream.features.pipeline import FeaturePipeline, replay
 from fraudstream.registry import Registry, Stage
 from fraudstream.simulator import SimulationConfig, simulate, write
 from fraudstream.trainer import simulated_history
+from fraudstream.trainer_cli import train_config
+from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.data import FeatureSpecDoc, feature_spec_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,3 +99,16 @@ def test_train_on_a_user_supplied_csv_file(tmp_path: Path) -> None:
     assert "Input rows refused by the contract and left out: 3 (schema_violation: 3)." in card
     labels_files = write(sim, tmp_path / "files", "jsonl")
     assert labels_files[1].exists()
+
+
+def test_a_training_config_file_is_read_and_options_win_over_it(tmp_path: Path) -> None:
+    assert train_config(REPO / "config" / "train.yaml") == TrainConfig(seed=7)
+    path = tmp_path / "train.yaml"
+    path.write_text("review_budget: 0.01\nlightgbm: {early_stopping_rounds: 100}\n")
+    config = train_config(path, decline_precision=0.8)
+    assert (config.review_budget, config.target_decline_precision) == (0.01, 0.8)
+    assert config.lightgbm.early_stopping_rounds == 100
+    assert config.lightgbm.num_boost_round == LightGBMParams().num_boost_round
+    path.write_text("lightgbm: {early_stoping_rounds: 100}\n")  # a typo is refused
+    with pytest.raises(ConfigurationError, match=r"train.yaml.*early_stoping_rounds"):
+        train_config(path)
