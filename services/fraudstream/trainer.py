@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from fraudstream.registry import ModelVersion, Registry, Stage, VersionDetails
 from fraudstream.simulator import TRUTH_COLUMNS, SimulationConfig, iter_transactions, simulate
 from fraudstream.training.config import TrainConfig
 from fraudstream.training.data import FeatureSpecDoc, TrainingData, feature_spec_of, to_event_time
+from fraudstream.training.errors import TrainingError
 from fraudstream.training.train import TrainResult, train
 
 _log = logging.getLogger(__name__)
@@ -88,6 +90,35 @@ def training_data(history: LabelledHistory, spec: FeatureSpec) -> TrainingData:
 
 
 @dataclass(frozen=True)
+class TrainWindow:
+    """Which rows train (by event time): those in [start, end - mature_days). Every row
+    before `start` still warms the entity state up, as serving's would be; rows in the last
+    `mature_days` are left out because their labels were not known by `end` yet."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    mature_days: float = 0.0
+
+    def select(self, data: TrainingData) -> tuple[TrainingData, int, int]:
+        """(the rows that train, rows before the window, rows too recent to be mature)."""
+        t = data.event_time
+        early = t < np.datetime64(self._naive(self.start)) if self.start else np.zeros(len(t), bool)
+        cut = self.end - timedelta(days=self.mature_days) if self.end else None
+        late = t >= np.datetime64(self._naive(cut)) if cut else np.zeros(len(t), bool)
+        beyond = t >= np.datetime64(self._naive(self.end)) if self.end else np.zeros(len(t), bool)
+        keep = ~early & ~late
+        if not keep.any():
+            raise TrainingError(f"no rows to train on in {self}")
+        chosen = TrainingData(X=data.X[keep], y=data.y[keep], event_time=t[keep],
+                              feature_spec=data.feature_spec)  # fmt: skip
+        return chosen, int(early.sum()), int((late & ~beyond).sum())
+
+    @staticmethod
+    def _naive(when: datetime) -> datetime:
+        return when.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
 class TrainOutcome:
     version: ModelVersion
     result: TrainResult
@@ -104,16 +135,21 @@ def train_and_register(
     name: str,
     promote_if_no_champion: bool = True,
     times: StageTimes | None = None,
+    window: TrainWindow | None = None,
 ) -> TrainOutcome:
-    """Features, training, export with parity check, registry entry (and first promotion)."""
+    """Features, training, export with parity check, registry entry (and first promotion).
+    With `window`, features are computed over the whole history and only its rows train."""
     times = times or StageTimes()
     started = time.perf_counter()
     data = training_data(history, features.resolve())
+    warmup = immature = 0
+    if window is not None:
+        data, warmup, immature = window.select(data)
     started = times.record("features", started)
     result = train(data, config)
-    if history.rejected:  # the card says what the input lost
-        skipped = result.info.model_copy(update={"skipped_rows": dict(history.rejected)})
-        result = dataclasses.replace(result, info=skipped)
+    recorded = {"skipped_rows": dict(history.rejected), "warmup_rows": warmup,
+                "immature_rows": immature}  # fmt: skip
+    result = dataclasses.replace(result, info=result.info.model_copy(update=recorded))
     started = times.record("train", started)
     version = registry.register(name, result, note=f"{len(history)} transactions")
     times.record("export_and_register", started)

@@ -20,6 +20,7 @@ from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import (
     StageTimes,
+    TrainWindow,
     simulated_history_and_scenarios,
     train_and_register,
 )
@@ -96,6 +97,25 @@ def _load_history(
     "lightgbm.early_stopping_rounds); the options below override it.",
 )
 @click.option(
+    "--train-from",
+    type=click.DateTime(),
+    default=None,
+    help="Train on rows from this time (UTC); earlier rows only warm state up.",
+)
+@click.option(
+    "--train-to",
+    type=click.DateTime(),
+    default=None,
+    help="Train on rows before this time (UTC): the time the model is trained at.",
+)
+@click.option(
+    "--mature-days",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Leave out the last N days before --train-to: labels not known yet.",
+)
+@click.option(
     "--review-budget",
     type=click.FloatRange(min=0.0001, max=0.5),
     default=None,
@@ -112,6 +132,7 @@ def train_command(
     ctx: click.Context, data_path: Path | None, labels_path: Path | None, label_column: str,
     label_delay_days: float, n_simulated: int, days: float, seed: int, max_invalid: float,
     name: str, registry_dir: Path, features_file: Path, config_file: Path | None,
+    train_from: datetime | None, train_to: datetime | None, mature_days: float,
     review_budget: float | None, decline_precision: float | None,
 ) -> None:  # fmt: skip
     """Train, export and register a model version (the first one becomes champion)."""
@@ -129,7 +150,12 @@ def train_command(
             seed=seed if config_file is None or _given(ctx, "seed") else None,
         ),
         registry=Registry(registry_dir), name=name, times=times,
+        window=_window(train_from, train_to, mature_days),
     )  # fmt: skip
+    info = outcome.result.info
+    if info.warmup_rows or info.immature_rows:
+        click.echo(f"window: {info.warmup_rows} rows warmed state only, {info.immature_rows} "
+                   f"too recent left out, {info.rows} trained on")  # fmt: skip
     test = outcome.result.metrics.test
     for member, metrics in test.items():
         click.echo(
@@ -169,6 +195,15 @@ def train_config(
         raise ConfigurationError(
             f"{path or 'options'}: invalid training config: {problems}"
         ) from exc
+
+
+def _window(start: datetime | None, end: datetime | None, mature_days: float) -> TrainWindow | None:
+    if start is None and end is None and not mature_days:
+        return None
+    if mature_days and end is None:
+        raise click.UsageError("--mature-days needs --train-to (the time labels are known at)")
+    return TrainWindow(start.replace(tzinfo=UTC) if start else None,
+                       end.replace(tzinfo=UTC) if end else None, mature_days)  # fmt: skip
 
 
 def _given(ctx: click.Context, name: str) -> bool:

@@ -112,3 +112,22 @@ def test_a_training_config_file_is_read_and_options_win_over_it(tmp_path: Path) 
     path.write_text("lightgbm: {early_stoping_rounds: 100}\n")  # a typo is refused
     with pytest.raises(ConfigurationError, match=r"train.yaml.*early_stoping_rounds"):
         train_config(path)
+
+
+def test_a_train_window_warms_state_on_earlier_rows_and_leaves_out_immature_ones(
+    tmp_path: Path,
+) -> None:
+    registry = tmp_path / "models"
+    output = _train(["--simulate", "30000", "--days", "20", "--registry", str(registry),
+                     "--train-from", "2026-01-10", "--train-to", "2026-01-23",
+                     "--mature-days", "2"])  # fmt: skip
+    (version,) = Registry(registry).list("fraud")
+    info = json.loads((version.path / "training.json").read_text())
+    starts = [w["start"] for w in info["windows"]]
+    ends = [w["end"] for w in info["windows"]]
+    assert min(starts) >= "2026-01-10"
+    assert max(ends) < "2026-01-21"
+    assert info["warmup_rows"] > 0
+    assert info["immature_rows"] > 0
+    assert f"{info['warmup_rows']} rows warmed state only" in output
+    assert "warmed on" in (version.path / "MODEL_CARD.md").read_text()

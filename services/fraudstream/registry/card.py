@@ -36,6 +36,11 @@ def _data_section(info: TrainingInfo, spec: FeatureSpecDoc) -> list[str]:
            + ")" if skipped else "")
         + ".",
     ]  # fmt: skip
+    if info.warmup_rows or info.immature_rows:
+        lines.append(
+            f"Entity state was warmed on {info.warmup_rows} earlier rows; {info.immature_rows} "
+            "rows at the window's end were left out, too recent for their labels to be known."
+        )
     defaults = ", ".join(f"`{k}`={v:g}" for k, v in spec.defaults.items()) or "none"
     lines += [
         "",

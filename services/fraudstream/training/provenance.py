@@ -79,3 +79,7 @@ class TrainingInfo(BaseModel):
     skipped_rows: dict[str, int] = Field(
         default_factory=dict, description="Input rows refused by the contract, by reason."
     )
+    warmup_rows: int = Field(default=0, description="Rows before the window: state only.")
+    immature_rows: int = Field(
+        default=0, description="Rows left out: too recent for their labels to be known."
+    )
