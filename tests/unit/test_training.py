@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -272,3 +273,30 @@ def test_code_version_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FRAUD_GIT_COMMIT")
     monkeypatch.setenv("PATH", "")
     assert code_version().git_commit == "unknown"
+
+
+def _stops_at(scores: list[float], patience: int, min_rounds: int) -> tuple[int, int]:
+    """(kept iteration, iteration it stopped at) for a sequence of validation scores."""
+    import lightgbm as lgb  # noqa: PLC0415
+
+    from fraudstream.training.members import _early_stopping  # noqa: PLC0415
+
+    callback = _early_stopping(patience, min_rounds)
+    for iteration, score in enumerate(scores):
+        env = SimpleNamespace(iteration=iteration, end_iteration=len(scores),
+                              evaluation_result_list=[("v", "ap", score, True)])  # fmt: skip
+        try:
+            callback(env)
+        except lgb.callback.EarlyStopException as stop:
+            return stop.best_iteration, iteration
+    raise AssertionError("never stopped")
+
+
+def test_early_stopping_keeps_no_round_before_the_minimum() -> None:
+    # A lucky peak at round 1, then a long climb: what a validation window with a handful
+    # of frauds looks like.
+    scores = [0.5, 0.2, 0.2, 0.2, *[0.2 + 0.01 * i for i in range(20)], *[0.3] * 10]
+    assert _stops_at(scores, patience=3, min_rounds=1) == (0, 3)  # LightGBM's own rule
+    # the climb's top, and the stop patience rounds after it
+    assert _stops_at(scores, patience=3, min_rounds=10) == (23, 26)
+    assert _stops_at([0.1, 0.2, 0.3], patience=5, min_rounds=1) == (2, 2)  # ran out: the best

@@ -25,6 +25,9 @@ class LightGBMParams(BaseModel):
     learning_rate: float = Field(default=0.05, gt=0, le=1)
     num_boost_round: int = Field(default=400, ge=1)
     early_stopping_rounds: int = Field(default=30, ge=1)
+    min_boost_round: int = Field(
+        default=1, ge=1, description="Early stopping keeps no round before this one."
+    )
     min_child_samples: int = Field(default=100, ge=1)
     feature_fraction: float = Field(default=0.8, gt=0, le=1)
     bagging_fraction: float = Field(default=0.8, gt=0, le=1)
@@ -36,7 +39,9 @@ class LightGBMParams(BaseModel):
 
     def to_lightgbm(self, seed: int) -> dict[str, Any]:
         """Parameters for `lightgbm.train`, deterministic for a given seed and thread count."""
-        params = self.model_dump(exclude={"num_boost_round", "early_stopping_rounds"})
+        params = self.model_dump(
+            exclude={"num_boost_round", "early_stopping_rounds", "min_boost_round"}
+        )
         return {
             **params,
             "objective": "binary",

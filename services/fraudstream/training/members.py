@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import lightgbm as lgb
 import numpy as np
 from sklearn.impute import SimpleImputer
@@ -43,10 +47,33 @@ def fit_lightgbm(
         num_boost_round=config.lightgbm.num_boost_round,
         valid_sets=[dvalid],
         valid_names=["validation"],
-        callbacks=[lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False)],
+        callbacks=[
+            _early_stopping(config.lightgbm.early_stopping_rounds, config.lightgbm.min_boost_round)
+        ],
     )
     best = booster.best_iteration or booster.current_iteration()
     return lgb.Booster(model_str=float32_thresholds(booster.model_to_string(num_iteration=best)))
+
+
+def _early_stopping(patience: int, min_rounds: int) -> Callable[[Any], None]:
+    """Stop `patience` rounds after the best validation score, choosing the best among
+    rounds `min_rounds` and later only: on a validation window with few frauds, average
+    precision peaks by chance in the first rounds, and stopping there keeps a stump."""
+    best = {"score": -math.inf, "iteration": -1}
+
+    def callback(env: Any) -> None:
+        (_data, _metric, score, higher_better), *_rest = env.evaluation_result_list
+        value = score if higher_better else -score
+        round_number = env.iteration + 1
+        if round_number >= min_rounds and value > best["score"]:
+            best["score"], best["iteration"] = value, env.iteration
+        last = env.iteration == env.end_iteration - 1
+        if round_number >= min_rounds and (last or env.iteration - best["iteration"] >= patience):
+            raise lgb.callback.EarlyStopException(int(best["iteration"]),
+                                                  env.evaluation_result_list)  # fmt: skip
+
+    callback.order = 30  # type: ignore[attr-defined]  # where LightGBM runs early stopping
+    return callback
 
 
 def float32_thresholds(model_str: str) -> str:
