@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from fraudstream.datasets import LabelledHistory, load_labelled
-from fraudstream.errors import ConfigurationError
+from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
@@ -190,11 +190,7 @@ def train_config(
             {**base, **{k: v for k, v in given.items() if v is not None}}
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in exc.errors()[:5])  # fmt: skip
-        raise ConfigurationError(
-            f"{path or 'options'}: invalid training config: {problems}"
-        ) from exc
+        raise invalid(f"{path or 'options'}: invalid training config", exc) from exc
 
 
 def _window(start: datetime | None, end: datetime | None, mature_days: float) -> TrainWindow | None:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fraudstream.contracts.fields import FEATURE_NAME_PATTERN
-from fraudstream.errors import ConfigurationError
+from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.features import compute
 from fraudstream.features.state import Entity
 
@@ -83,9 +83,7 @@ class FeatureConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                 for e in exc.errors()[:5])  # fmt: skip
-            raise ConfigurationError(f"{path}: invalid feature config: {problems}") from exc
+            raise invalid(f"{path}: invalid feature config", exc) from exc
 
     def resolve(self) -> FeatureSpec:
         chosen = [n for n in (self.include or catalog()) if n not in set(self.exclude)]

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from fraudstream.errors import ConfigurationError
+from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.rules.context import RuleBatch
 from fraudstream.rules.model import Predicate, RuleAction, RulePackDoc
 
@@ -73,10 +73,7 @@ class RulePack:
         except yaml.YAMLError as exc:
             raise ConfigurationError(f"{source}: not valid YAML: {exc}") from exc
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
-            )
-            raise ConfigurationError(f"{source}: invalid rule pack: {problems}") from exc
+            raise invalid(f"{source}: invalid rule pack", exc) from exc
 
     def evaluate(self, batch: RuleBatch) -> list[RuleOutcome]:
         """Every enabled rule on every event of the batch; one outcome per event, in order."""
