@@ -53,7 +53,12 @@ def is_running(pid: int, marker: str) -> bool:
     """True when `pid` is alive and its command line contains `marker`.
 
     The marker guards against a recycled pid: we never signal a process we did not start.
+    A child of ours that exited is reaped here (a zombie's command line reads as empty).
     """
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
