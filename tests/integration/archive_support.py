@@ -6,8 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -16,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from fraudstream.history.archiver import PROGRESS_DIR
 from fraudstream.localstack.stack import Endpoints
 from tests.integration.scorer_support import deployment_env
+from tests.waiting import await_condition
 
 
 def archiver_env(
@@ -64,13 +63,6 @@ def archived_rows(root: Path) -> dict[str, list[tuple[int, int, str]]]:
             zip(*(data[c].to_pylist() for c in data.column_names), strict=True)
         )
     return rows
-
-
-def await_condition(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def stop_archiver(proc: subprocess.Popen[bytes], log: Path, started: int) -> None:

@@ -22,12 +22,12 @@ from fraudstream.trainer import simulated_history
 from tests.integration.archive_support import (
     archived_rows,
     archiver_env,
-    await_condition,
     start_archiver,
     stop_archiver,
 )
 from tests.integration.crash import start_scorer
 from tests.integration.scorer_support import settings_from_env
+from tests.waiting import await_condition
 
 pytestmark = pytest.mark.integration
 

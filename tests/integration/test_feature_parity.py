@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from fraudstream.scoring.service import build
 from fraudstream.simulator.population import legit_transactions, make_population
 from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import deployment_env, settings_from_env, train_small_model
+from tests.waiting import await_condition
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 _TXIDS = LAYOUTS[Entity.CARD].slot("transactions")  # serving's duplicate check only
@@ -78,13 +78,6 @@ def _serving(env: dict[str, str]) -> Iterator[tuple[object, LabelFolder]]:
     assert not worker.is_alive()
 
 
-def _await(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_the_running_scorer_and_the_training_replay_agree_to_the_bit(
     endpoints: Endpoints,
     registry_dir: Path,
@@ -105,9 +98,9 @@ def test_the_running_scorer_and_the_training_replay_agree_to_the_bit(
     with _serving(env) as (watcher, folder):
         state = folder.state
         ends = {q: admin_end(make_consumer, settings.topic_labels, q) for q in range(3)}
-        _await(lambda: all((c := state.checkpoint(q, labels=True)) is not None
+        await_condition(lambda: all((c := state.checkpoint(q, labels=True)) is not None
                            and c.offset >= end for q, end in ends.items()),
-               "labels to be folded")  # fmt: skip
+               what="labels to be folded")  # fmt: skip
         for tx in txs:
             producer.produce(settings.topic_transactions, encode(tx), key=tx.card_token.encode())
             producer.poll(0)

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from fraudstream.scoring.instance import Holder, InstanceConflict, InstanceLease
+from tests.waiting import await_condition
 
 pytestmark = pytest.mark.integration
 
@@ -125,9 +126,8 @@ def test_renewal_keeps_the_lease_and_puts_back_a_lost_key(
     assert redis_client.get(lease.key) == lease.token.encode()
     assert 0 < cast(int, redis_client.pttl(lease.key)) <= TTL_S * 1000
     redis_client.delete(lease.key)  # Redis restarted empty, say
-    deadline = time.monotonic() + TTL_S * 3
-    while redis_client.get(lease.key) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    await_condition(lambda: redis_client.get(lease.key) is not None, TTL_S * 3,
+                    "the lease to be renewed")  # fmt: skip
     assert redis_client.get(lease.key) == lease.token.encode()
     assert lease.held
 

@@ -3,7 +3,6 @@ publication is refused, and a scorer decides with the published pack."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from fraudstream.trainer import simulated_history
 from tests.integration.conftest import consume_n
 from tests.integration.crash import start_scorer
 from tests.integration.scorer_support import deployment_env, settings_from_env
+from tests.waiting import await_condition
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +38,9 @@ rules:
 
 
 def _until(source: PublishedRules, version: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while source.pack.version != version:
-        assert time.monotonic() < deadline, f"still on {source.pack.version}, not {version}"
-        source.maybe_reload()
-        time.sleep(0.05)  # polls a condition; the thread swaps in what it reads
+    """Call `maybe_reload` (as the scorer does between batches) until `version` is active."""
+    await_condition(lambda: source.maybe_reload() or source.pack.version == version,
+                    timeout_s, f"rule pack {version}")  # fmt: skip
 
 
 def test_every_follower_switches_to_the_published_version_and_refuses_a_broken_one(

@@ -43,6 +43,7 @@ from tests.integration.scorer_support import (
 from tests.integration.scorer_support import (
     settings_from_env as _settings,
 )
+from tests.waiting import await_condition
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 64 * 1024
@@ -178,12 +179,14 @@ def test_refused_transactions_roll_back_and_are_replayed_exactly_once(
     observed = Observability(loop)
     metric = observed.registry.get_sample_value
     with _running(loop):
-        _await(lambda: len(loop.assigned) == 3)  # started: it read the topics' limits
+        await_condition(lambda: len(loop.assigned) == 3)  # started: it read the topics' limits
         # Above a transaction marker batch (~80 bytes: aborts must still be written), below
         # a decision (~400 bytes): a limit lowered while the scorer runs.
         _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "200")
         _produce(make_producer(), settings.topic_transactions, txs)
-        _await(lambda: (metric("fraud_kafka_transactions_total", {"outcome": "aborted"}) or 0) >= 3)
+        await_condition(
+            lambda: (metric("fraud_kafka_transactions_total", {"outcome": "aborted"}) or 0) >= 3
+        )
         _set_topic_config(admin, settings.topic_decisions, "max.message.bytes", "1048588")
         reader = make_consumer(settings.topic_decisions)
         dlq = make_consumer(settings.topic_dlq)
@@ -296,10 +299,10 @@ def test_hot_swap_shadow_then_promote_without_restart_or_loss(
         with _running(loop):
             before = phase(txs[:300])
             announce(second.version, Stage.SHADOW)
-            _await(lambda: watcher.current.shadow is not None)
+            await_condition(lambda: watcher.current.shadow is not None)
             shadowed = phase(txs[300:600])
             announce(second.version, Stage.CHAMPION)
-            _await(lambda: watcher.current.champion is not None
+            await_condition(lambda: watcher.current.champion is not None
                    and watcher.current.champion.version == second.version)  # fmt: skip
             after = phase(txs[600:])
     finally:
@@ -315,13 +318,6 @@ def test_hot_swap_shadow_then_promote_without_restart_or_loss(
 def _produce_raw(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
     producer.produce(topic, value, key=key)
     assert producer.flush(30) == 0
-
-
-def _await(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_rebalance_while_instances_join_and_leave(
@@ -417,4 +413,4 @@ def test_a_paused_instance_that_wakes_after_a_rebalance_writes_nothing_stale(
 
 def _await_log(log: Path, text: str, *, more_than: int) -> None:
     """Wait until `text` appears in the shared scorer log more than `more_than` times."""
-    _await(lambda: log.read_text().count(text) > more_than)
+    await_condition(lambda: log.read_text().count(text) > more_than)

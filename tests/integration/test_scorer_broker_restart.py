@@ -21,6 +21,7 @@ from tests.integration.scorer_support import (
     deployment_env,
     settings_from_env,
 )
+from tests.waiting import await_condition
 
 DOWN_S = 15.0  # how long the broker stays away (the fault itself, not a synchronisation)
 RESUMED_WITHIN_S = 30.0
@@ -49,7 +50,7 @@ def test_broker_restart_mid_traffic_resumes_and_loses_nothing(  # noqa: PLR0917
     reader = make_consumer(settings.topic_decisions)
     seen: list[bytes] = []
     try:
-        _await(lambda: "assigned" in log.read_text(errors="replace"), 60)
+        await_condition(lambda: "assigned" in log.read_text(errors="replace"), 60)
         feeder = threading.Thread(
             target=crash.produce,
             args=(make_producer(), settings.topic_transactions, txs, 100.0), daemon=True,
@@ -90,10 +91,3 @@ def _await_read(
     while not condition():
         assert time.monotonic() < deadline, "timed out reading decisions"
         seen += _read(reader, 1000, 0.5)
-
-
-def _await(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)

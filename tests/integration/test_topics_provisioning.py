@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from confluent_kafka.admin import (
@@ -15,6 +14,7 @@ from confluent_kafka.admin import (
 
 from fraudstream.settings import CommonSettings
 from fraudstream.topics import TOPICS, provision
+from tests.waiting import await_condition
 
 
 def _isolated(settings: CommonSettings, prefix: str) -> CommonSettings:
@@ -29,10 +29,7 @@ def _config(admin: AdminClient, topic: str, key: str) -> str:
 
 def _await_config(admin: AdminClient, topic: str, key: str, value: str) -> None:
     """Config changes reach describe_configs through the metadata log: wait for it."""
-    deadline = time.monotonic() + 30
-    while _config(admin, topic, key) != value:
-        assert time.monotonic() < deadline, f"{topic} {key} never became {value}"
-        time.sleep(0.1)
+    await_condition(lambda: _config(admin, topic, key) == value, 30, f"{topic} {key} = {value}")
 
 
 def test_provision_creates_updates_and_repeats_safely(
@@ -44,11 +41,10 @@ def test_provision_creates_updates_and_repeats_safely(
 
     # A created topic reaches the broker's metadata cache a moment after the controller
     # acknowledged it (seen under load): wait for it rather than race it.
-    deadline = time.monotonic() + 30
     wanted = {isolated.topic_transactions, isolated.topic_models}
-    while not wanted <= set(metadata := admin.list_topics(timeout=10).topics):
-        assert time.monotonic() < deadline, "created topics never appeared in the metadata"
-        time.sleep(0.1)
+    await_condition(lambda: wanted <= set(admin.list_topics(timeout=10).topics), 30,
+                    "the created topics in the metadata")  # fmt: skip
+    metadata = admin.list_topics(timeout=10).topics
     assert len(metadata[isolated.topic_transactions].partitions) == 4
     assert len(metadata[isolated.topic_models].partitions) == 1
     assert _config(admin, isolated.topic_models, "cleanup.policy") == "compact"

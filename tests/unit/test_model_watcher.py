@@ -32,6 +32,7 @@ from fraudstream.training.data import TrainingData
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import train
 from tests.factories import NOW
+from tests.waiting import await_condition
 
 NAME = "fraud"
 TOPIC = "fraud.models"
@@ -299,13 +300,6 @@ def _start(watcher: ModelWatcher, running: list[ModelWatcher]) -> ModelWatcher:
     return watcher
 
 
-def _await(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_assign_at_end_uses_the_end_offsets_read_before_returning() -> None:
     consumer = FakeConsumer(end=42)
     assigned = assign_at_end(cast(Consumer, consumer), TOPIC)
@@ -326,7 +320,9 @@ def test_a_promotion_during_startup_is_not_missed(
     assert watcher.current.champion is not None
     assert watcher.current.champion.version != v2
     _start(watcher, running)
-    _await(lambda: watcher.current.champion is not None and watcher.current.champion.version == v2)
+    await_condition(
+        lambda: watcher.current.champion is not None and watcher.current.champion.version == v2
+    )
     assert consumer.assigned == [(TOPIC, 0, 7)]
     assert watcher.healthy
 
@@ -377,8 +373,8 @@ def test_consumer_errors_are_logged_and_the_thread_survives_kafka_failures(
     )
     with caplog.at_level(logging.WARNING):
         _start(watcher, running)
-        _await(lambda: fine.assigned != [] and not fine.batches)
-        _await(lambda: watcher.healthy)
+        await_condition(lambda: fine.assigned != [] and not fine.batches)
+        await_condition(lambda: watcher.healthy)
     assert broken.closed
     assert errors == [f"cannot follow {TOPIC}: broker unreachable"]
     messages = [r.getMessage() for r in caplog.records]
@@ -400,7 +396,7 @@ def test_a_failed_reload_is_retried_without_an_event(
     assert watcher.current.champion is None
     _start(watcher, running)
     stages.write_bytes(good)
-    _await(lambda: watcher.healthy)
+    await_condition(lambda: watcher.healthy)
     assert watcher.current.champion is not None
     assert watcher.current.champion.version == v1
 
