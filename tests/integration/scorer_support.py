@@ -122,9 +122,12 @@ def assert_state_matches_a_clean_pass(env: dict[str, str]) -> None:
     for partition, records in log.items():
         fold(partition, records, expected)
     client = redis_client(env["REDIS_URL"], 5000, cluster=settings.redis_cluster)
-    state = ScorerState(client, prefix=f"{env['FRAUD_REDIS_PREFIX']}:fs",
-                        topic=settings.topic_transactions, partitions=len(log))  # fmt: skip
-    loaded = state.load(list(expected))
+    try:
+        state = ScorerState(client, prefix=f"{env['FRAUD_REDIS_PREFIX']}:fs",
+                            topic=settings.topic_transactions, partitions=len(log))  # fmt: skip
+        loaded = state.load(list(expected))
+    finally:
+        client.close()  # its sockets would otherwise be collected inside a later test
     for partition, records in log.items():
         checkpoint = loaded.checkpoints[partition]
         if records:
