@@ -115,6 +115,7 @@ def _delayed_labels(txs: list[Transaction], y: np.ndarray, delay: timedelta) -> 
                 transaction_id=tx.transaction_id, verdict=Verdict.FRAUD,
                 source=LabelSource.CHARGEBACK, labelled_at=tx.event_time + delay,
                 merchant_id=tx.merchant_id, card_token=tx.card_token, event_time=tx.event_time,
+                device_id=tx.device_id, ip=tx.ip,
             )  # fmt: skip
 
 

@@ -37,12 +37,13 @@ _TXIDS = LAYOUTS[Entity.CARD].slot("transactions")  # serving's duplicate check 
 
 def _history(n: int) -> tuple[list[Transaction], list[Label]]:
     population = make_population(150, 30, 11)
-    txs = list(itertools.islice(legit_transactions(population, START, 0.006, 11, "par"), n))
+    txs = list(itertools.islice(legit_transactions(population, START, 0.003, 11, "par"), n))
     labels = [
         Label(
             transaction_id=tx.transaction_id, verdict=Verdict.FRAUD,
             source=LabelSource.CHARGEBACK, labelled_at=tx.event_time + timedelta(hours=30),
             merchant_id=tx.merchant_id, card_token=tx.card_token, event_time=tx.event_time,
+            device_id=tx.device_id, ip=tx.ip,
         )
         for tx in txs[::40]
     ]  # fmt: skip
@@ -86,7 +87,8 @@ def test_the_running_scorer_and_the_training_replay_agree_to_the_bit(
     make_consumer: Callable[..., Consumer],
 ) -> None:
     txs, labels = _history(3000)
-    assert txs[-1].event_time - txs[0].event_time > timedelta(days=5)  # windows and labels matter
+    # Longer than the label delay plus a day: windows and label risk matter.
+    assert txs[-1].event_time - txs[0].event_time > timedelta(days=9)
     # One input partition: each entity has one part, which must equal the replay's state.
     env = deployment_env(endpoints, registry_dir, admin, FRAUD_TOPIC_PARTITIONS="1")
     settings = settings_from_env(env)
@@ -127,7 +129,8 @@ def test_the_running_scorer_and_the_training_replay_agree_to_the_bit(
     }
     # The decisions' scores come from the same feature rows the replay computes.
     names = pipeline.spec.names
-    assert np.nanmax(offline[:, names.index("merchant_fraud_labels_30d")]) > 0
+    for entity in ("merchant", "device", "ip"):
+        assert np.nanmax(offline[:, names.index(f"{entity}_label_risk_30d")]) > 0, entity
     expected_scores = champion.predict(offline)[0]
     by_id = {d["transaction_id"]: d["score"] for d in decisions}
     online_scores = np.array([by_id[tx.transaction_id] for tx in txs], dtype=np.float64)

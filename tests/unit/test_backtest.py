@@ -68,16 +68,16 @@ LATER = NOW + timedelta(days=400)  # every simulated label is known by then
 
 
 @cache
-def _simulation(partitions: int) -> tuple[Simulation, pa.Table, pa.Table]:
-    config = SimulationConfig(seed=11, n_transactions=8_000, days=6, n_cards=800,
+def _simulation(partitions: int, days: int = 6) -> tuple[Simulation, pa.Table, pa.Table]:
+    config = SimulationConfig(seed=11, n_transactions=8_000, days=days, n_cards=800,
                               n_merchants=120, fraud_rate=0.01)  # fmt: skip
     sim = simulate(config.only(Scenario.CARD_TESTING))
     transactions, labels = archive_tables(sim, partitions)
     return sim, transactions, labels
 
 
-def _archive(partitions: int = 3) -> Archive:
-    _sim, transactions, labels = _simulation(partitions)
+def _archive(partitions: int = 3, days: int = 6) -> Archive:
+    _sim, transactions, labels = _simulation(partitions, days)
     return Archive.from_tables(transactions=transactions, labels=labels)
 
 
@@ -139,12 +139,13 @@ def test_folding_the_warm_up_gives_the_window_the_features_of_a_whole_replay() -
 
 def test_on_one_partition_the_replay_computes_the_training_pipelines_features() -> None:
     """Serving's partitioned state on one partition is training's single state, bit for bit."""
-    with _archive(partitions=1) as archive:
+    days = 12  # longer than the label delay, so label risk is not all zero
+    with _archive(partitions=1, days=days) as archive:
         window = Window(EPOCH, NOW + timedelta(days=400), LATER)
         history, labels = load_history(archive, window)
     replayed = replay(history, labels, _rules_only(), EPOCH, keep_features=True)
     by_offset = replayed.history.sort_by("kafka_offset")
-    _sim, _, label_table = _simulation(1)
+    _sim, _, label_table = _simulation(1, days)
     expected = training_replay(
         FeaturePipeline(scoring_spec(None)), archived_transactions(by_offset),
         [Label.model_validate(row, strict=False)
@@ -153,10 +154,9 @@ def test_on_one_partition_the_replay_computes_the_training_pipelines_features() 
     order = pc.sort_indices(replayed.history["kafka_offset"]).to_numpy()
     assert replayed.features is not None
     assert _same(replayed.features[order], expected)
-    column = replayed.features[
-        :, FeaturePipeline(scoring_spec(None)).columns["merchant_fraud_labels_30d"]
-    ]
-    assert (column > 0).any()  # labels did reach the merchant features
+    columns = FeaturePipeline(scoring_spec(None)).columns
+    risk = [columns[f"{e}_label_risk_30d"] for e in ("merchant", "device", "ip")]
+    assert (np.nan_to_num(replayed.features[:, risk]) > 0).any()  # labels reached the features
 
 
 def _tables(
@@ -178,26 +178,28 @@ def _tables(
     return Archive.from_tables(transactions=tx, decisions=made, labels=labels)
 
 
-def _merchant_labels(archive: Archive) -> list[float]:
+def _merchant_risk(archive: Archive) -> list[float]:
     window = Window(EPOCH, NOW + timedelta(days=30), LATER)
     history, labels = load_history(archive, window)
     replayed = replay(history, labels, _rules_only(), EPOCH, keep_features=True)
     assert replayed.features is not None
-    at = FeaturePipeline(scoring_spec(None)).columns["merchant_fraud_labels_30d"]
+    at = FeaturePipeline(scoring_spec(None)).columns["merchant_label_risk_1d"]
     return [float(v) for v in replayed.features[:, at]]
 
 
 def test_a_label_counts_from_when_the_scorer_could_read_it() -> None:
+    delay = FeaturePipeline(scoring_spec(None)).delay
     first = transaction(transaction_id="tx-1", event_time=NOW, merchant_id="m-1")
-    second = transaction(transaction_id="tx-2", event_time=NOW + timedelta(hours=2),
+    second = transaction(transaction_id="tx-2", event_time=NOW + timedelta(days=delay + 1),
                          merchant_id="m-1", card_token="card-0002")  # fmt: skip
     label = Label(transaction_id="tx-1", verdict=Verdict.FRAUD, source=LabelSource.REVIEWER,
-                  labelled_at=NOW + timedelta(hours=1), merchant_id="m-1")  # fmt: skip
-    on_time = _merchant_labels(_tables([first, second], (label, label.labelled_at)))
-    assert on_time[0] == 0.0 < on_time[1]
+                  labelled_at=NOW + timedelta(hours=1), merchant_id="m-1",
+                  event_time=NOW)  # fmt: skip
+    on_time = _merchant_risk(_tables([first, second], (label, label.labelled_at)))
+    assert on_time == [0.0, 1.0]  # the first day's one payment, known to be fraud
     # The same label given at one hour but delivered after the second payment was decided:
     # the scorer could not have known it then, so neither does the replay.
-    late = _merchant_labels(_tables([first, second], (label, NOW + timedelta(hours=3))))
+    late = _merchant_risk(_tables([first, second], (label, second.event_time + timedelta(hours=1))))
     assert late == [0.0, 0.0]
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fraudstream.contracts import Label, LabelSource, Transaction, Verdict
+from fraudstream.contracts import Label, Transaction
 from fraudstream.errors import ConfigurationError
 from fraudstream.features.compute import Event, haversine_km
 from fraudstream.features.pipeline import FeaturePipeline, StateCache, replay, state_keys
@@ -93,18 +93,6 @@ def test_state_older_than_the_ttl_is_forgotten() -> None:
     rows = _features([_at(0), _at(ttl_days * 24 * 60 + 1)])
     assert rows[1]["card_count_30d"] == 1.0
     assert rows[1]["card_new_merchant"] == 1.0
-
-
-def test_labels_count_only_once_known() -> None:
-    txs = [_at(0, transaction_id="fraud-1"), _at(60), _at(24 * 60)]
-    label = Label(
-        transaction_id="fraud-1", verdict=Verdict.FRAUD, source=LabelSource.CHARGEBACK,
-        labelled_at=NOW + timedelta(hours=12), merchant_id="merch-1",
-    )  # fmt: skip
-    rows = _features(txs, [label])
-    assert [r["merchant_fraud_labels_30d"] for r in rows[:2]] == [0.0, 0.0]  # not yet known
-    assert rows[2]["merchant_fraud_labels_30d"] == pytest.approx(math.exp(-0.5 / 30))
-    assert rows[2]["merchant_fraud_rate_30d"] > 0
 
 
 def test_producer_features_use_their_default_when_absent() -> None:

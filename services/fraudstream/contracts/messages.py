@@ -173,7 +173,17 @@ class Label(Contract):
     merchant_id: Identifier | None = Field(
         default=None, description="Lets merchant risk features learn from the label."
     )
-    event_time: AwareDatetime | None = Field(default=None, description="The transaction's time.")
+    event_time: AwareDatetime | None = Field(
+        default=None,
+        description="The transaction's time: label risk counts the label on that day "
+        "(without it, on the day it was labelled).",
+    )
+    device_id: PanFreeIdentifier | None = Field(
+        default=None, description="The transaction's device: lets device risk learn."
+    )
+    ip: IpAddress | None = Field(
+        default=None, description="The transaction's IP: lets IP risk learn."
+    )
     note: ShortText = ""
 
 

@@ -12,6 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fraudstream.contracts import Channel, Transaction
+from fraudstream.features.labels import (
+    DEFAULT_DELAY_DAYS,
+    RISK_WINDOWS_DAYS,
+    LabelBook,
+    risk_values,
+)
 from fraudstream.features.state import (
     DAY,
     HOUR,
@@ -108,6 +114,62 @@ def add(state: list[float], layout: Layout, ts: float, amount: float) -> None:
         state[1 + n + i] += amount
     if math.isnan(state[0]) or ts > state[0]:
         state[0] = ts
+
+
+def count_day(state: list[float], layout: Layout, ts: float) -> None:
+    """Count a payment on its (UTC) day in the entity's ring of daily counts; days that fall
+    out of the ring as it moves forward are cleared, a payment older than the ring is not
+    counted."""
+    at, days = layout.ring_at, layout.days
+    day = math.floor(ts / DAY)
+    newest = state[at]
+    if math.isnan(newest) or day > newest:
+        first = day - days + 1 if math.isnan(newest) else max(int(newest) + 1, day - days + 1)
+        for k in range(first, day + 1):
+            state[at + 1 + k % days] = 0.0
+        state[at] = float(day)
+    elif day <= newest - days:
+        return
+    state[at + 1 + day % days] += 1.0
+
+
+def day_counts(state: list[float], layout: Layout, end_day: int) -> list[float]:
+    """Per window of `RISK_WINDOWS_DAYS`: the payments on days [end_day - w, end_day)."""
+    at, days = layout.ring_at, layout.days
+    newest = state[at]
+    out = [0.0] * len(RISK_WINDOWS_DAYS)
+    if math.isnan(newest):
+        return out
+    first = max(end_day - max(RISK_WINDOWS_DAYS), int(newest) - days + 1)
+    for day in range(first, min(end_day, int(newest) + 1)):
+        n = state[at + 1 + day % days]
+        if n:
+            for i, w in enumerate(RISK_WINDOWS_DAYS):
+                if end_day - day <= w:
+                    out[i] += n
+    return out
+
+
+def label_risk(
+    state: list[float], layout: Layout, ts: float, book: LabelBook | None, delay_days: int
+) -> list[float]:
+    """The delay-aligned label risk at `ts` (`features.labels`), in the order of
+    `_risk_names`: per window, the payment count and the share known to be fraud."""
+    end_day = math.floor(ts / DAY) - delay_days
+    payments = day_counts(state, layout, end_day)
+    frauds = book.known_frauds(ts, end_day) if book is not None else _NO_FRAUDS
+    return risk_values(frauds, payments)
+
+
+_NO_FRAUDS = [0] * len(RISK_WINDOWS_DAYS)
+
+
+def _risk_names(prefix: str) -> tuple[str, ...]:
+    return tuple(
+        name
+        for w in RISK_WINDOWS_DAYS
+        for name in (f"{prefix}_delayed_count_{w}d", f"{prefix}_label_risk_{w}d")
+    )
 
 
 def remember(state: list[float], offset: int, size: int, key: float, ts: float) -> bool:
@@ -226,40 +288,53 @@ def _travel(state: list[float], ev: Event) -> tuple[float, float]:
 
 
 MERCHANT_FEATURES = (
-    "merchant_amount_ratio_30d", "merchant_fraud_labels_30d", "merchant_fraud_rate_30d",
-    *_window_names("merchant", _MERCHANT.windows),
+    "merchant_amount_ratio_30d", *_window_names("merchant", _MERCHANT.windows),
+    *_risk_names("merchant"),
 )  # fmt: skip
 
 
-def merchant_features(state: list[float], ev: Event, labels: float = 0.0) -> list[float]:
-    """The merchant's traffic and `labels`, its decayed fraud label count known at the
-    event's time (`features.labels`); updates its state; values in the order of
-    `MERCHANT_FEATURES`."""
+def merchant_features(
+    state: list[float], ev: Event, book: LabelBook | None = None,
+    delay_days: int = DEFAULT_DELAY_DAYS,
+) -> list[float]:  # fmt: skip
+    """The merchant's traffic and its label risk from `book`, its fraud labels
+    (`features.labels`); updates its state; values in the order of `MERCHANT_FEATURES`."""
     layout = _MERCHANT
     advance(state, layout, ev.ts)
     n = len(layout.windows)
     count_30d, sum_30d = state[n], state[2 * n]
     ratio = _ratio_to_mean(ev.amount, count_30d, sum_30d)
+    risk = label_risk(state, layout, ev.ts, book, delay_days)
     add(state, layout, ev.ts, ev.amount)
-    return [ratio, labels, labels / (count_30d + 1.0), *_windows(state, n)]
+    count_day(state, layout, ev.ts)
+    return [ratio, *_windows(state, n), *risk]
 
 
 def shared_features(entity: Entity) -> tuple[str, ...]:
     """Feature names of a device or IP, in the order `shared_entity_features` returns them."""
     prefix = _PREFIX[entity]
-    return (*_window_names(prefix, LAYOUTS[entity].windows), f"{prefix}_distinct_cards_24h")
+    return (
+        *_window_names(prefix, LAYOUTS[entity].windows), f"{prefix}_distinct_cards_24h",
+        *_risk_names(prefix),
+    )  # fmt: skip
 
 
-def shared_entity_features(entity: Entity, state: list[float] | None, ev: Event) -> list[float]:
-    """Device or IP: traffic and how many cards share it (NaN when the event has none)."""
+def shared_entity_features(
+    entity: Entity, state: list[float] | None, ev: Event, book: LabelBook | None = None,
+    delay_days: int = DEFAULT_DELAY_DAYS,
+) -> list[float]:  # fmt: skip
+    """Device or IP: traffic, how many cards share it and its label risk from `book`
+    (NaN when the event has none); updates its state."""
     layout = LAYOUTS[entity]
     if state is None:
-        return [NAN] * (2 * len(layout.windows) + 1)
+        return [NAN] * (2 * len(layout.windows) + 1 + 2 * len(RISK_WINDOWS_DAYS))
     advance(state, layout, ev.ts)
+    risk = label_risk(state, layout, ev.ts, book, delay_days)
     cards = layout.slot("cards")
     remember(state, cards.offset, cards.size, stable_hash(ev.card), ev.ts)
     add(state, layout, ev.ts, ev.amount)
-    return [*_windows(state, len(layout.windows)), distinct_since(state, cards, ev.ts - DAY)]
+    count_day(state, layout, ev.ts)
+    return [*_windows(state, len(layout.windows)), distinct_since(state, cards, ev.ts - DAY), *risk]
 
 
 EVENT_FEATURES = (

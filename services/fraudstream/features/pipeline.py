@@ -2,9 +2,9 @@
 
 Training replays history through `replay` with states in a dict; the scorer loads the
 batch's states from Redis (`scoring.state.ScorerState`, split by input partition), calls
-`FeaturePipeline.transform_parts` (the same maths) and writes them back. Merchant fraud
-labels are kept as label times (`features.labels`): a payment sees only the labels known
-at its own time, so neither path can see a label early.
+`FeaturePipeline.transform_parts` (the same maths) and writes them back. Fraud labels are
+kept per merchant, device and IP with their label times (`features.labels`): a payment
+sees only the labels known at its own time, so neither path can see a label early.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fraudstream.features.state import LAYOUTS, Entity, Layout, combine, id_hash
 StateKey = tuple[Entity, str]
 PartKey = tuple[Entity, str, int]  # an entity's part written by one input partition
 _EntityMaths = Callable[..., list[float]]  # (state, event, *extra) -> feature values
-LabelBooks = Mapping[str, LabelBook]  # merchant id -> its fraud labels
+LabelBooks = Mapping[StateKey, LabelBook]  # merchant, device or IP -> its fraud labels
 
 
 class StateCache(dict[StateKey, list[float]]):
@@ -75,7 +75,14 @@ class FeaturePipeline:
         if spec.names != (*computed, *producer):
             raise ValueError("producer features must come after the computed ones")
         everything = catalog()
+        unknown = [n for n in computed if n not in everything]
+        if unknown:
+            raise ValueError(
+                f"features {unknown} are not computed by this version of fraudstream (a "
+                "model trained by an older one?): train a new model version"
+            )
         at = [everything.index(n) for n in computed]
+        self.delay = spec.label_delay_days
         # The catalog in its own order (the scorer's case) needs no picking.
         self._pick: Callable[[list[float]], list[float]] | None = (
             None if at == list(range(len(everything))) else (lambda row: [row[i] for i in at])
@@ -88,20 +95,26 @@ class FeaturePipeline:
         self, events: Sequence[Event], states: StateCache, labels: LabelBooks | None = None
     ) -> np.ndarray:
         """One row per event, in order; each event sees the states left by the previous,
-        and the merchant fraud labels in `labels` known at its time."""
+        and the fraud labels in `labels` known at its time."""
         rows = []
+        books = labels or {}
+        delay = self.delay
         for ev in events:
-            device = states[(Entity.DEVICE, ev.device)] if ev.device is not None else None
-            ip = states[(Entity.IP, ev.ip)] if ev.ip is not None else None
+            device = (Entity.DEVICE, ev.device or "")
+            ip = (Entity.IP, ev.ip or "")
+            merchant = (Entity.MERCHANT, ev.merchant)
             row = [
                 *compute.event_features(ev),
                 *compute.card_features(states[(Entity.CARD, ev.card)], ev),
-                *compute.merchant_features(
-                    states[(Entity.MERCHANT, ev.merchant)], ev, _labels_at(labels, ev)
+                *compute.merchant_features(states[merchant], ev, books.get(merchant), delay),
+                *compute.shared_entity_features(
+                    Entity.DEVICE, states[device] if ev.device is not None else None, ev,
+                    books.get(device), delay,
                 ),
-                *compute.shared_entity_features(Entity.DEVICE, device, ev),
-                *compute.shared_entity_features(Entity.IP, ip, ev),
-            ]
+                *compute.shared_entity_features(
+                    Entity.IP, states[ip] if ev.ip is not None else None, ev, books.get(ip), delay
+                ),
+            ]  # fmt: skip
             rows.append(self._finish(row, ev))
         if not rows:
             return np.empty((0, len(self.spec.names)), dtype=np.float32)
@@ -134,6 +147,8 @@ class FeaturePipeline:
         rows: list[list[float]] = []
         admitted: list[bool] = []
         seen = _CARD.slot("transactions")
+        books = labels or {}
+        delay = self.delay
         for i, ev in enumerate(events):
             partition = partitions[i]
             card = states.own((Entity.CARD, ev.card), partition)
@@ -141,14 +156,17 @@ class FeaturePipeline:
             if txid is not None and compute.seen_recently(card, seen, txid):
                 admitted.append(False)
                 continue
+            merchant = (Entity.MERCHANT, ev.merchant)
+            device = (Entity.DEVICE, ev.device or "")
+            ip = (Entity.IP, ev.ip or "")
             row = [
                 *compute.event_features(ev),
                 *_on_parts(compute.card_features, states, (Entity.CARD, ev.card), partition, ev),
-                *_on_parts(compute.merchant_features, states, (Entity.MERCHANT, ev.merchant),
-                           partition, ev, _labels_at(labels, ev)),
-                *(_on_parts(_DEVICE, states, (Entity.DEVICE, ev.device), partition, ev)
+                *_on_parts(compute.merchant_features, states, merchant, partition, ev,
+                           books.get(merchant), delay),
+                *(_on_parts(_DEVICE, states, device, partition, ev, books.get(device), delay)
                   if ev.device is not None else _NO_DEVICE),
-                *(_on_parts(_IP, states, (Entity.IP, ev.ip), partition, ev)
+                *(_on_parts(_IP, states, ip, partition, ev, books.get(ip), delay)
                   if ev.ip is not None else _NO_IP),
             ]  # fmt: skip
             if txid is not None:
@@ -165,12 +183,12 @@ _NO_DEVICE = compute.shared_entity_features(Entity.DEVICE, None, None)  # type: 
 _NO_IP = compute.shared_entity_features(Entity.IP, None, None)  # type: ignore[arg-type]
 
 
-def _DEVICE(state: list[float], ev: Event) -> list[float]:
-    return compute.shared_entity_features(Entity.DEVICE, state, ev)
+def _DEVICE(state: list[float], ev: Event, *labels: object) -> list[float]:
+    return compute.shared_entity_features(Entity.DEVICE, state, ev, *labels)  # type: ignore[arg-type]
 
 
-def _IP(state: list[float], ev: Event) -> list[float]:
-    return compute.shared_entity_features(Entity.IP, state, ev)
+def _IP(state: list[float], ev: Event, *labels: object) -> list[float]:
+    return compute.shared_entity_features(Entity.IP, state, ev, *labels)  # type: ignore[arg-type]
 
 
 def fold_parts(
@@ -219,43 +237,61 @@ def _entity_maths(ev: Event) -> list[tuple[StateKey, _EntityMaths]]:
 
 def _on_parts(
     maths: _EntityMaths, states: PartStates, key: StateKey, partition: int, ev: Event,
-    *extra: float,
+    *extra: object,
 ) -> list[float]:  # fmt: skip
-    """The entity's features from all its parts; only `partition`'s part is updated."""
+    """The entity's features from all its parts (`extra`: its label book and the delay);
+    only `partition`'s part is updated."""
     own = states.own(key, partition)
     parts = states[key]
     if len(parts) == 1:
         return maths(own, ev, *extra)
     view = combine(LAYOUTS[key[0]], list(parts.values()))
     values = maths(view, ev, *extra)
-    maths(own, ev, *extra)
+    maths(own, ev)  # the update alone: labels do not change state
     return values
 
 
-def _labels_at(labels: LabelBooks | None, ev: Event) -> float:
-    book = labels.get(ev.merchant) if labels else None
-    return book.count_at(ev.ts) if book is not None else 0.0
+def label_keys(merchant_id: str | None, device_id: str | None, ip: str | None) -> list[StateKey]:
+    """The entities a fraud label counts for: the payment's merchant, device and IP."""
+    keys: list[StateKey] = []
+    for entity, value in ((Entity.MERCHANT, merchant_id), (Entity.DEVICE, device_id),
+                          (Entity.IP, ip)):  # fmt: skip
+        if value is not None:
+            keys.append((entity, value))
+    return keys
 
 
-def label_books(labels: Iterable[Label]) -> dict[str, LabelBook]:
-    """Each merchant's fraud labels, as the scorer keeps them: a transaction counts once,
+def label_books(labels: Iterable[Label]) -> dict[StateKey, LabelBook]:
+    """Each entity's fraud labels, as the scorer keeps them: a transaction counts once,
     from its earliest fraud label (`features.labels`)."""
-    books: dict[str, LabelBook] = {}
+    books: dict[StateKey, LabelBook] = {}
     for label in labels:
-        if label.verdict is Verdict.FRAUD and label.merchant_id is not None:
-            add_fraud_label(books, label.merchant_id, label.labelled_at.timestamp(),
-                            label.transaction_id)  # fmt: skip
+        if label.verdict is Verdict.FRAUD:
+            add_fraud_label(
+                books, label_keys(label.merchant_id, label.device_id, label.ip),
+                label_paid_at(label), label.labelled_at.timestamp(), label.transaction_id,
+            )  # fmt: skip
     return books
 
 
+def label_paid_at(label: Label) -> float:
+    """When the labelled payment happened; a label without `event_time` counts as if it
+    had happened when it was labelled (the latest it can have), so it is never early."""
+    return (label.event_time or label.labelled_at).timestamp()
+
+
 def add_fraud_label(
-    books: dict[str, LabelBook], merchant_id: str, labelled_at: float, transaction_id: str
-) -> None:
-    """Fold one fraud label into its merchant's book, as the scorer's label folder does."""
-    book = books.get(merchant_id)
-    if book is None:
-        book = books[merchant_id] = LabelBook()
-    book.add(labelled_at, id_hash(transaction_id))
+    books: dict[StateKey, LabelBook], keys: Iterable[StateKey], paid_at: float,
+    labelled_at: float, transaction_id: str,
+) -> None:  # fmt: skip
+    """Fold one fraud label into the books of `keys` (`label_keys`), as the scorer's label
+    folder does."""
+    txid = id_hash(transaction_id)
+    for key in keys:
+        book = books.get(key)
+        if book is None:
+            book = books[key] = LabelBook()
+        book.add(paid_at, labelled_at, txid)
 
 
 def replay(

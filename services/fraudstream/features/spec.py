@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fraudstream.contracts.fields import FEATURE_NAME_PATTERN
 from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.features import compute
+from fraudstream.features.labels import DEFAULT_DELAY_DAYS, MAX_DELAY_DAYS
 from fraudstream.features.state import Entity
 
 PRODUCER_PREFIX = "producer_"
@@ -52,6 +53,11 @@ class FeatureConfig(BaseModel):
         default_factory=dict,
         description="Transaction.features to use, with the value when absent (null: missing).",
     )
+    label_delay_days: int = Field(
+        default=DEFAULT_DELAY_DAYS, ge=0, le=MAX_DELAY_DAYS,
+        description="Label risk leaves out the payments of this many most recent days, whose "
+        "labels are mostly not known yet (features.labels).",
+    )  # fmt: skip
 
     @field_validator("include", "exclude")
     @classmethod
@@ -89,7 +95,9 @@ class FeatureConfig(BaseModel):
         chosen = [n for n in (self.include or catalog()) if n not in set(self.exclude)]
         names = [*chosen, *(PRODUCER_PREFIX + n for n in self.producer_features)]
         defaults = {PRODUCER_PREFIX + n: v for n, v in self.producer_features.items()}
-        return FeatureSpec(names=tuple(names), producer_defaults=defaults)
+        return FeatureSpec(
+            names=tuple(names), producer_defaults=defaults, label_delay_days=self.label_delay_days
+        )
 
 
 class FeatureSpec(BaseModel):
@@ -100,6 +108,7 @@ class FeatureSpec(BaseModel):
     names: tuple[str, ...]
     dtype: str = "float32"
     producer_defaults: dict[str, float | None] = Field(default_factory=dict)
+    label_delay_days: int = Field(default=DEFAULT_DELAY_DAYS, ge=0, le=MAX_DELAY_DAYS)
     missing: str = "NaN marks a missing value (no history, no location, no device/IP)."
 
     def producer_default(self, name: str) -> float:

@@ -7,7 +7,9 @@ training and in Redis while serving, so both paths compute bit-identical feature
 Windowed counts and sums are exponentially decayed aggregates: on each update the old
 value is multiplied by exp(-dt / window) before the new event is added. This is the
 standard O(1)-state approximation of a sliding window (an event `window` seconds old
-weighs 1/e); exact windows would need every event kept per entity.
+weighs 1/e); exact windows would need every event kept per entity. Merchants, devices
+and IPs also count their payments per day over the last `RING_DAYS` days (a ring of
+daily counts): the denominators of the delay-aligned label risk (`features.labels`).
 
 Serving splits an entity's state by input partition (`combine` merges the parts for
 reading): each part is then a pure function of one partition's log, so it can be
@@ -30,6 +32,7 @@ MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
 NAN = math.nan
+RING_DAYS = 40  # payments per day kept by entities with label risk (`features.labels`)
 
 
 class Entity(StrEnum):
@@ -60,6 +63,7 @@ class Layout:
     ttl_s: float  # state older than this (in event time) is treated as empty
     extra: tuple[str, ...]  # named scalar values after the windows
     slots: tuple[tuple[str, int], ...] = ()  # named recency sets and their sizes
+    days: int = 0  # payments per day over this many days (a ring), after the slots
 
     @property
     def count_at(self) -> int:
@@ -80,14 +84,22 @@ class Layout:
             offset += 2 * size
         raise KeyError(name)
 
+    @cached_property
+    def ring_at(self) -> int:
+        """Position of the ring's newest day (epoch days); its `days` counts follow, the
+        count of day k at `ring_at + 1 + k % days`."""
+        return 1 + 2 * len(self.windows) + len(self.extra) + 2 * sum(s for _, s in self.slots)
+
     @cached_property  # read per event on the hot path
     def width(self) -> int:
-        return 1 + 2 * len(self.windows) + len(self.extra) + 2 * sum(s for _, s in self.slots)
+        return self.ring_at + (1 + self.days if self.days else 0)
 
     def empty(self) -> list[float]:
         """A fresh state: no history (last time NaN, location NaN, everything else 0)."""
         state = [0.0] * self.width
         state[0] = NAN
+        if self.days:
+            state[self.ring_at] = NAN
         for name in self.extra:
             if name.startswith("loc_"):
                 state[self.index(name)] = NAN
@@ -108,9 +120,14 @@ LAYOUTS: dict[Entity, Layout] = {
         windows=(HOUR, DAY, 7 * DAY, 30 * DAY),
         ttl_s=90 * DAY,
         extra=(),
+        days=RING_DAYS,
     ),
-    Entity.DEVICE: Layout(Entity.DEVICE, (HOUR, DAY), 30 * DAY, extra=(), slots=(("cards", 4),)),
-    Entity.IP: Layout(Entity.IP, (HOUR, DAY), 30 * DAY, extra=(), slots=(("cards", 4),)),
+    Entity.DEVICE: Layout(
+        Entity.DEVICE, (HOUR, DAY), 30 * DAY, extra=(), slots=(("cards", 4),), days=RING_DAYS
+    ),
+    Entity.IP: Layout(
+        Entity.IP, (HOUR, DAY), 30 * DAY, extra=(), slots=(("cards", 4),), days=RING_DAYS
+    ),
 }
 
 
@@ -145,7 +162,7 @@ def id_hash(value: str) -> float:
 
 # Version of the layouts above: bump it whenever a layout changes. Stored parts and the
 # per-partition checkpoints carry it; a mismatch makes the scorer rebuild from the log.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 _PART_HEAD = struct.Struct("<BIq")  # layout version, partition epoch, last applied offset
 
 
@@ -200,6 +217,8 @@ def combine(layout: Layout, parts: list[list[float]]) -> list[float]:
             out[i] += part[i] * factor
             out[n + i] += part[n + i] * factor
     _combine_extra(layout, live, out)
+    if layout.days:
+        _combine_ring(layout, live, out)
     for name, size in layout.slots:
         slots = layout.slot(name)
         seen: dict[float, float] = {}
@@ -222,3 +241,16 @@ def _combine_extra(layout: Layout, parts: list[list[float]], out: list[float]) -
             best = max(located, key=lambda p: p[at[0]])
             for i in at:
                 out[i] = best[i]
+
+
+def _combine_ring(layout: Layout, parts: list[list[float]], out: list[float]) -> None:
+    """Payments per day: summed day by day over the days the newest part's ring holds."""
+    at, days = layout.ring_at, layout.days
+    rings = [p for p in parts if not math.isnan(p[at])]
+    if not rings:
+        return
+    newest = max(p[at] for p in rings)
+    out[at] = newest
+    for part in rings:
+        for day in range(int(newest) - days + 1, int(part[at]) + 1):
+            out[at + 1 + day % days] += part[at + 1 + day % days]

@@ -34,7 +34,13 @@ import pyarrow.compute as pc
 from fraudstream.contracts import Channel, Transaction
 from fraudstream.features.compute import Event
 from fraudstream.features.labels import LabelBook
-from fraudstream.features.pipeline import PartStates, add_fraud_label, fold_parts
+from fraudstream.features.pipeline import (
+    PartStates,
+    StateKey,
+    add_fraud_label,
+    fold_parts,
+    label_keys,
+)
 from fraudstream.features.state import id_hash
 from fraudstream.history import layout
 from fraudstream.history.query import Archive
@@ -302,19 +308,22 @@ class _LabelFeed:
         order = np.argsort(arrived, kind="stable")
         self._arrived = arrived[order]
         picked = labels.take(order)
-        self._rows = list(zip(
-            picked["merchant_id"].to_pylist(),
-            (at.timestamp() for at in picked["labelled_at"].to_pylist()),
-            picked["transaction_id"].to_pylist(), strict=True,
-        ))  # fmt: skip
+        labelled = [at.timestamp() for at in picked["labelled_at"].to_pylist()]
+        paid = [
+            at.timestamp() if at is not None else fallback
+            for at, fallback in zip(picked["event_time"].to_pylist(), labelled, strict=True)
+        ]  # a label without the payment's time counts from its own (`label_paid_at`)
+        keys = map(label_keys, *(picked[c].to_pylist() for c in ("merchant_id", "device_id", "ip")))
+        self._rows = list(zip(keys, paid, labelled, picked["transaction_id"].to_pylist(),
+                              strict=True))  # fmt: skip
         self._next = 0
-        self.books: dict[str, LabelBook] = {}
+        self.books: dict[StateKey, LabelBook] = {}
 
-    def known_by(self, micros: int) -> dict[str, LabelBook]:
+    def known_by(self, micros: int) -> dict[StateKey, LabelBook]:
         """The books with every label that had arrived by `micros`."""
         end = int(np.searchsorted(self._arrived, micros, side="right"))
-        for merchant, labelled_at, transaction_id in self._rows[self._next : end]:
-            add_fraud_label(self.books, merchant, labelled_at, transaction_id)
+        for keys, paid_at, labelled_at, transaction_id in self._rows[self._next : end]:
+            add_fraud_label(self.books, keys, paid_at, labelled_at, transaction_id)
         self._next = max(self._next, end)
         return self.books
 

@@ -162,10 +162,11 @@ class Archive:
         return self._query(_LABELS_SQL, params)
 
     def fraud_labels(self, as_of: datetime) -> pa.Table:
-        """Every fraud label given by `as_of` that names a merchant, as the scorer folds
-        them into merchant risk: each one, not only a transaction's latest. Columns
-        `transaction_id`, `merchant_id`, `labelled_at` and `kafka_timestamp` (when the
-        scorer could first read it); in `labelled_at` order."""
+        """Every fraud label given by `as_of` that names a merchant, device or IP, as the
+        scorer folds them into label risk: each one, not only a transaction's latest.
+        Columns `transaction_id`, `merchant_id`, `device_id`, `ip`, `event_time`,
+        `labelled_at` and `kafka_timestamp` (when the scorer could first read it); in
+        `labelled_at` order."""
         return self._query(_FRAUD_LABELS_SQL, {"as_of": _utc("as_of", as_of)})
 
     def newest_transaction_time(self) -> datetime | None:
@@ -295,7 +296,9 @@ _TIMELINE_SQL = _joined(
 )
 _LABELS_SQL = _latest_labels()
 _FRAUD_LABELS_SQL = """
-    SELECT transaction_id, merchant_id, labelled_at, kafka_timestamp FROM labels
-    WHERE verdict = $fraud AND merchant_id IS NOT NULL AND labelled_at <= $as_of
+    SELECT transaction_id, merchant_id, device_id, ip, event_time, labelled_at, kafka_timestamp
+    FROM labels
+    WHERE verdict = $fraud AND labelled_at <= $as_of
+      AND (merchant_id IS NOT NULL OR device_id IS NOT NULL OR ip IS NOT NULL)
     ORDER BY labelled_at, kafka_partition, kafka_offset
 """

@@ -1,4 +1,5 @@
-"""Labels reach serving: `fraud.labels` folded into merchant label books in Redis.
+"""Labels reach serving: `fraud.labels` folded into the label books of the labelled
+payments' merchants, devices and IPs in Redis (`features.labels`).
 
 Runs as a thread of the scorer process with its own consumer group (`<group>-labels`),
 so label partitions are shared among the scorers like input partitions. Each label
@@ -7,7 +8,8 @@ script that writes them: Redis, not the group's Kafka offsets, says where to res
 every label is folded exactly once whatever fails (a crash between the write and
 anything else replays nothing twice; a Redis that lost its data is rebuilt from the
 topic's retention). A fraud label counts once per transaction id, from its
-`labelled_at` (`features.labels`); invalid records go to the dead-letter topic.
+`labelled_at`; a book forgets payments `KEEP_S` older than its newest label (no window
+of a payment scored now reaches them). Invalid records go to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from fraudstream import kafka_clients
 from fraudstream.contracts import Label, Rejection, Verdict, dead_letter, decode, encode
 from fraudstream.contracts.dead_letters import mask_pan_bytes
 from fraudstream.errors import InfrastructureUnavailable
-from fraudstream.features.labels import LabelBook
-from fraudstream.features.state import Entity, id_hash
+from fraudstream.features.labels import KEEP_S, LabelBook
+from fraudstream.features.pipeline import StateKey, label_keys, label_paid_at
+from fraudstream.features.state import id_hash
 from fraudstream.scoring.core import OUTPUT_MAX_BYTES
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.state import BookKey, Checkpoint, PartWrite, ScorerState
@@ -127,23 +130,30 @@ class LabelFolder:
         self._known[partition] = found
 
     def _fold_partition(self, partition: int, known: Checkpoint, batch: list[Message]) -> None:
-        labels: list[tuple[int, Label]] = []
+        labels: list[tuple[int, Label, list[StateKey]]] = []
         for message in batch:
             label = decode(Label, message.value(), MAX_LABEL_BYTES)
             if isinstance(label, Rejection):
                 self._dead_letter(message, label)
-            elif label.verdict is Verdict.FRAUD and label.merchant_id is not None:
-                labels.append((message.offset() or 0, label))
-        merchants = list(dict.fromkeys(label.merchant_id or "" for _, label in labels))
-        loaded = self.state.load([(Entity.MERCHANT, m) for m in merchants]) if labels else None
+            elif label.verdict is Verdict.FRAUD:
+                keys = label_keys(label.merchant_id, label.device_id, label.ip)
+                if keys:
+                    labels.append((message.offset() or 0, label, keys))
+        entities = list(dict.fromkeys(key for _, _, keys in labels for key in keys))
+        loaded = self.state.load(entities) if labels else None
         books: dict[BookKey, tuple[LabelBook, int]] = {}
-        for offset, label in labels:
-            key = (label.merchant_id or "", partition)
-            book = books[key][0] if key in books else (
-                loaded.label_parts.get(key, LabelBook()) if loaded is not None else LabelBook()
-            )  # fmt: skip
-            if book.add(label.labelled_at.timestamp(), id_hash(label.transaction_id)):
-                books[key] = (book, offset)
+        for offset, label, keys in labels:
+            labelled_at = label.labelled_at.timestamp()
+            txid = id_hash(label.transaction_id)
+            for entity, entity_id in keys:
+                key = (entity, entity_id, partition)
+                book = books[key][0] if key in books else (
+                    loaded.label_parts.get(key, LabelBook()) if loaded is not None
+                    else LabelBook()
+                )  # fmt: skip
+                if book.add(label_paid_at(label), labelled_at, txid):
+                    book.forget_before(labelled_at - KEEP_S)
+                    books[key] = (book, offset)
         end = (batch[-1].offset() or 0) + 1
         refused = self.state.save({}, {}, books, {partition: PartWrite(known, end)})
         if refused:

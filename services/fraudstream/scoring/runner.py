@@ -231,7 +231,7 @@ class ScorerLoop:
         state.label_topic = labels
         state.label_partitions = kafka_clients.partition_count(consumer, labels)
         if not state.label_partitions:
-            _log.warning("labels topic %r not found: merchant fraud labels stay 0", labels)
+            _log.warning("labels topic %r not found: label risk features stay 0", labels)
         fold = Fold(self.scorer.models().pipeline, self.scorer.max_message_bytes)
         replay_state = self.replay_state or state
         replay_state.topic, replay_state.partitions = state.topic, state.partitions

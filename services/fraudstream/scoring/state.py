@@ -142,7 +142,7 @@ class Loaded:
 
     states: PartStates
     checkpoints: dict[int, Checkpoint | None]
-    labels: dict[str, LabelBook] = field(default_factory=dict)  # merged over label partitions
+    labels: dict[StateKey, LabelBook] = field(default_factory=dict)  # merged over label partitions
     label_checkpoints: dict[int, Checkpoint | None] = field(default_factory=dict)
     label_parts: dict[BookKey, LabelBook] = field(default_factory=dict)  # per label partition
 
@@ -155,7 +155,7 @@ class PartWrite:
     offset: int
 
 
-BookKey = tuple[str, int]  # (merchant id, label partition)
+BookKey = tuple[Entity, str, int]  # (merchant, device or IP, label partition)
 
 
 class ScorerState:
@@ -194,8 +194,8 @@ class ScorerState:
         return f"{self.prefix}:ckpt:{topic}:{partition}"
 
     def load(self, keys: Sequence[StateKey]) -> Loaded:
-        """The parts of `keys` (merchants with their label books) and all checkpoints, in
-        one script call."""
+        """The parts of `keys` (with the label books of merchants, devices and IPs) and all
+        checkpoints, in one script call."""
         n, m = self.partitions, self.label_partitions
         checkpoints = [self.checkpoint_key(p) for p in range(n)]
         checkpoints += [self.checkpoint_key(q, labels=True) for q in range(m)]
@@ -216,7 +216,7 @@ class ScorerState:
                     book = decode_book(blob)
                     if book is not None and book[0].epoch == label_epochs[name]:
                         books.append(book[1])
-                        loaded.label_parts[(key[1], int(name[1:]))] = book[1]
+                        loaded.label_parts[(*key, int(name[1:]))] = book[1]
                     continue
                 if name.startswith(b"L"):
                     continue  # a label partition's book of an older epoch
@@ -230,7 +230,7 @@ class ScorerState:
             if parts:
                 loaded.states[key] = parts
             if books:
-                loaded.labels[key[1]] = books[0] if len(books) == 1 else LabelBook.merged(books)
+                loaded.labels[key] = books[0] if len(books) == 1 else LabelBook.merged(books)
         return loaded
 
     def checkpoint(self, partition: int, *, labels: bool = False) -> Checkpoint | None:
@@ -270,9 +270,9 @@ class ScorerState:
             fields.setdefault((entity, entity_id), []).append(
                 (index[(False, partition)], str(partition), encode_part(state, epoch, offset))
             )
-        for (merchant, q), (book, offset) in (books or {}).items():
+        for (entity, entity_id, q), (book, offset) in (books or {}).items():
             epoch = label_moves[q].expected.epoch
-            fields.setdefault((Entity.MERCHANT, merchant), []).append(
+            fields.setdefault((entity, entity_id), []).append(
                 (index[(True, q)], f"L{q}", encode_book(book, epoch, offset))
             )
         writes = [

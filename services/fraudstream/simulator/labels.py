@@ -38,6 +38,8 @@ LABEL_SCHEMA = pa.schema(
         ("card_token", pa.string()),
         ("merchant_id", pa.string()),
         ("event_time", TIMESTAMP),
+        ("device_id", pa.string()),
+        ("ip", pa.string()),
         ("note", pa.string()),
     ]
 )
@@ -82,6 +84,8 @@ def make_labels(
             "card_token": transactions["card_token"].take(rows),
             "merchant_id": transactions["merchant_id"].take(rows),
             "event_time": pa.array(time_us[rows], type=TIMESTAMP),
+            "device_id": transactions["device_id"].take(rows),
+            "ip": transactions["ip"].take(rows),
             "note": _take(NOTES, note, np.full(reviewed.size, _REVIEW_NOTE)),
         },
         schema=LABEL_SCHEMA,
