@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraudstream.training.calibration import fit_calibrator
+from fraudstream.training.calibration import (
+    choose_calibrator,
+    fit_calibrator,
+    fit_platt_calibrator,
+)
 from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.data import (
     FeatureSpecDoc,
@@ -27,11 +31,12 @@ from fraudstream.training.metrics import average_precision, recall_at_fpr, roc_a
 from fraudstream.training.provenance import code_version
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.thresholds import (
+    MIN_DISAGREEMENT_CASES,
     NEVER,
     choose_thresholds,
     disagreement_earns_reviews,
 )
-from fraudstream.training.train import TrainResult, train
+from fraudstream.training.train import TrainResult, fitting_margin, train
 
 SMALL = TrainConfig(
     seed=7,
@@ -182,18 +187,20 @@ def test_choose_thresholds_by_hand() -> None:
     assert never.validation_decline_rate == 0.0
 
 
-def test_disagreement_reviews_only_when_they_find_fraud() -> None:
-    scores = np.array([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])
-    y = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0])
-    disagree = np.zeros(10, dtype=bool)
-    disagree[6] = True  # members disagree on a fraud far below the band
-    without = choose_thresholds(scores, y, np.zeros(10, dtype=bool), 0.2, 0.9)
+def test_disagreement_reviews_only_when_enough_of_them_find_fraud() -> None:
+    base = np.array([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])
+    scores = np.tile(base, MIN_DISAGREEMENT_CASES)
+    y = np.tile(np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0]), MIN_DISAGREEMENT_CASES)
+    disagree = np.tile(np.arange(10) == 6, MIN_DISAGREEMENT_CASES)  # a fraud below the band
+    without = choose_thresholds(scores, y, np.zeros(len(y), dtype=bool), 0.2, 0.9)
     with_it = choose_thresholds(scores, y, disagree, 0.2, 0.9)
     assert (without.decline, without.review, with_it.review) == (0.5, 0.3, 0.4)
     assert disagreement_earns_reviews(scores, y, disagree, with_it, without)
     y_swapped = y.copy()
-    y_swapped[[3, 6]] = [1, 0]  # now the displaced band row is the fraud
+    y_swapped[scores == 0.3], y_swapped[scores == 0.05] = 1, 0  # the displaced rows are fraud
     assert not disagreement_earns_reviews(scores, y_swapped, disagree, with_it, without)
+    one_case = disagree & (np.arange(len(y)) < 10)
+    assert not disagreement_earns_reviews(scores, y, one_case, with_it, without)  # too few
 
 
 def test_metrics_keys_present_and_sane(result: TrainResult) -> None:
@@ -221,26 +228,81 @@ def test_numpy_metrics_match_scikit_learn() -> None:
     assert recall_at_fpr(y, np.where(y == 1, 1.0, 0.0), 0.001) == 1.0
 
 
-def test_calibration_is_monotone(result: TrainResult) -> None:
+def test_calibration_is_strictly_increasing_with_no_floor(result: TrainResult) -> None:
     calibrator = result.ensemble.calibrator
-    assert np.all(np.diff(calibrator.x) > 0)
-    assert np.all(np.diff(calibrator.y) >= 0)
-    z = np.linspace(calibrator.x[0] - 5, calibrator.x[-1] + 5, 2_000)
+    assert set(result.ensemble.calibration_log_loss) == {"centred_isotonic", "platt"}
+    chosen = min(result.ensemble.calibration_log_loss.items(), key=lambda kv: kv[1])[0]
+    assert calibrator.kind == chosen
+    z = np.linspace(-30, 30, 2_000)
     calibrated = calibrator.apply(z)
-    assert np.all(np.diff(calibrated) >= 0)
-    assert calibrated.min() >= 0.0
-    assert calibrated.max() <= 1.0
+    assert np.all(np.diff(calibrated) > 0)  # no ties anywhere, tails included
+    assert calibrated.min() > 0.0
+    assert calibrated.max() < 1.0
     assert all(w >= 0 for w in result.ensemble.combiner.weights)
 
 
-def test_calibrator_tracks_the_base_rate() -> None:
+@pytest.mark.parametrize("fit", [fit_calibrator, fit_platt_calibrator])
+def test_calibrators_track_the_base_rate(fit: object) -> None:
     rng = np.random.default_rng(1)
     z = rng.normal(-4.0, 2.0, 50_000)
     y = (rng.random(50_000) < 1 / (1 + np.exp(-z))).astype(np.int8)
-    calibrated = fit_calibrator(z, y).apply(z)
+    calibrated = fit(z, y).apply(z)  # type: ignore[operator]
     assert calibrated.mean() == pytest.approx(y.mean(), abs=0.002)
     top = z > 0
     assert calibrated[top].mean() == pytest.approx(y[top].mean(), abs=0.05)
+
+
+def test_isotonic_tails_untie_the_rows_a_floor_would_tie() -> None:
+    """Half the rows score below every fraud: plain isotonic maps them all to exactly 0."""
+    rng = np.random.default_rng(2)
+    z = np.concatenate([rng.normal(-8.0, 1.0, 20_000), rng.normal(-2.0, 1.5, 20_000)])
+    y = np.concatenate([np.zeros(20_000), rng.random(20_000) < 0.02]).astype(np.int8)
+    calibrator = fit_calibrator(z, y)
+    scores = calibrator.apply(z)
+    assert calibrator.tail_slope is not None
+    assert min(calibrator.y) > 0.0
+    _, counts = np.unique(scores, return_counts=True)
+    assert counts.max() <= 2  # every row keeps its rank (float coincidences aside)
+    assert scores[z < calibrator.x[0]].max() < 1e-4  # the tail stays near zero
+
+
+def test_choosing_a_calibrator_scores_each_on_held_out_folds() -> None:
+    rng = np.random.default_rng(4)
+    z = rng.normal(-4.0, 2.0, 20_000)
+    logistic = (rng.random(20_000) < 1 / (1 + np.exp(-z))).astype(np.int8)
+    step = (rng.random(20_000) < np.where(z > -2.0, 0.3, 0.001)).astype(np.int8)
+    platt, losses = choose_calibrator(z, logistic)
+    assert platt.kind == "platt"
+    assert losses["platt"] < losses["centred_isotonic"]
+    isotonic, losses = choose_calibrator(z, step)  # a step no logistic curve follows
+    assert isotonic.kind == "centred_isotonic"
+    assert losses["centred_isotonic"] < losses["platt"]
+
+
+def test_disagreement_reviews_leave_the_score_band_part_of_the_budget() -> None:
+    rng = np.random.default_rng(5)
+    n = 10_000
+    members = {"a": rng.random(n), "b": rng.random(n)}  # members disagree on most rows
+    budget = 0.005
+    margin = fitting_margin(members, 0.3, budget * 0.5)
+    spread = np.abs(members["a"] - members["b"])
+    assert margin > 0.3
+    assert np.mean(spread > margin) <= budget * 0.5
+    scores = np.sort(rng.random(n))
+    y = (rng.random(n) < scores**8).astype(np.int8)
+    t = choose_thresholds(scores, y, spread > margin, budget, 0.5)
+    assert t.validation_band_rate is not None
+    assert t.validation_band_rate > 0  # never empty
+    assert t.review < t.decline
+    assert t.validation_review_rate <= budget
+
+
+def test_a_trained_review_band_is_not_empty_and_within_budget(result: TrainResult) -> None:
+    t = result.ensemble.thresholds
+    assert t.review < t.decline
+    assert t.validation_band_rate is not None
+    assert t.validation_band_rate > 0
+    assert t.validation_review_rate <= t.review_budget
 
 
 def test_explain_returns_top_contributions(result: TrainResult) -> None:

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from fraudstream.registry.compare import fmt, metrics_table
 from fraudstream.training.data import FeatureSpecDoc
-from fraudstream.training.ensemble import EnsembleSpec
+from fraudstream.training.ensemble import EnsembleSpec, PlattCalibrator, Thresholds
 from fraudstream.training.metrics import MetricsReport, pr_curve
 from fraudstream.training.provenance import TrainingInfo
 
@@ -75,12 +75,34 @@ def _method_section(info: TrainingInfo, ensemble: EnsembleSpec) -> list[str]:
         f"Members: {', '.join(f'{m.name} ({m.family})' for m in ensemble.members)}, each "
         "served by ONNX Runtime. Combiner: non-negative logistic stacking on member logits "
         f"(weights: {weights}; intercept {ensemble.combiner.intercept:.3f}), fitted on the "
-        "validation window. Calibrator: centred isotonic regression of the combined logit "
-        f"({len(ensemble.calibrator.x)} breakpoints, applied with `np.interp`). Member scores "
-        "are Platt-calibrated per member.",
+        f"validation window. Calibrator: {_calibrator_text(ensemble)} Member scores are "
+        "Platt-calibrated per member.",
         "",
         _disagreement_text(ensemble),
     ]
+
+
+def _calibrator_text(ensemble: EnsembleSpec) -> str:
+    cal = ensemble.calibrator
+    if isinstance(cal, PlattCalibrator):
+        what = f"Platt scaling of the combined logit (a={cal.a:.3f}, b={cal.b:.3f})."
+    else:
+        tails = (
+            f" with logistic tails (slope {cal.tail_slope:.3f})" if cal.tail_slope else
+            ", constant beyond its ends"
+        )  # fmt: skip
+        what = (
+            f"centred isotonic regression of the combined logit ({len(cal.x)} breakpoints, "
+            f"applied with `np.interp`){tails}."
+        )
+    losses = ensemble.calibration_log_loss
+    if not losses:
+        return what
+    tried = ", ".join(f"{name} {loss:.5f}" for name, loss in sorted(losses.items()))
+    return (
+        f"{what} Chosen by 5-fold cross-validated log-loss on the validation window "
+        f"({tried}); strictly increasing, so no scores are tied at a floor."
+    )
 
 
 def _disagreement_text(ensemble: EnsembleSpec) -> str:
@@ -111,13 +133,22 @@ def _thresholds_section(ensemble: EnsembleSpec) -> list[str]:
         f"- decline: score >= **{t.decline:.6f}** (validation decline rate "
         f"{t.validation_decline_rate:.4%}, precision {fmt(t.validation_decline_precision)})",
         f"- review: **{t.review:.6f}** <= score < decline (plus disagreement cases, if on) "
-        f"(validation review rate {t.validation_review_rate:.4%})",
+        f"(validation review rate {t.validation_review_rate:.4%}{_band_text(t)})",
         "",
         f"Decline is the lowest score whose validation precision reaches the target "
         f"{t.target_decline_precision:g}.{fallback} Review is the lowest score that keeps "
         f"reviews (band plus disagreements) within the review budget of "
         f"{t.review_budget:.3%} of validation traffic. Rule: {ensemble.review_rule}.",
     ]
+
+
+def _band_text(t: Thresholds) -> str:
+    if t.validation_band_rate is None:
+        return ""
+    return (
+        f": the score band {t.validation_band_rate:.4%}, disagreement cases "
+        f"{t.validation_review_rate - t.validation_band_rate:.4%}"
+    )
 
 
 def _results_section(metrics: MetricsReport) -> list[str]:

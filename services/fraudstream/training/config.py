@@ -82,6 +82,13 @@ class TrainConfig(BaseModel):
         le=1,
         description="Members whose calibrated probabilities differ by more go to review.",
     )
+    max_disagreement_share: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Disagreement reviews take at most this share of the review budget "
+        "(the margin is raised until they fit), so the score band is never empty.",
+    )
     min_validation_frauds: int = Field(default=10, ge=1)
     parity_rows: int = Field(default=2000, ge=10, description="Test rows for the ONNX check.")
 

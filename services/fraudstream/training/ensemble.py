@@ -9,7 +9,7 @@ Stored as `ensemble.json`; this module needs only numpy and pydantic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,7 +36,7 @@ class PlattScaler(_Frozen):
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probability for each member logit."""
-        return 1.0 / (1.0 + np.exp(-(self.a * logits + self.b)))
+        return _sigmoid(self.a * logits + self.b)
 
 
 class MemberSpec(_Frozen):
@@ -66,15 +66,20 @@ class Combiner(_Frozen):
 
 
 class Calibrator(_Frozen):
-    """Centred isotonic regression of z: piecewise linear through block centroids.
+    """Centred isotonic regression of z: piecewise linear through block centroids, with
+    logistic tails beyond the first and last breakpoint.
 
-    Monotone (non-decreasing); strictly increasing between the first and last breakpoint,
-    so ranking is preserved there; constant beyond them.
+    Strictly increasing everywhere when `tail_slope` is set: beyond the ends the
+    calibrated logit moves `tail_slope` per unit of z from the end's value, so no row is
+    tied at a floor or a ceiling and ranking among the lowest (and highest) scores is kept.
+    Versions without `tail_slope` are constant beyond the ends (they tied 40-70 % of rows
+    at the floor).
     """
 
     kind: Literal["centred_isotonic"] = "centred_isotonic"
     x: list[float] = Field(min_length=1)
     y: list[float] = Field(min_length=1)
+    tail_slope: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _monotone(self) -> Self:
@@ -82,11 +87,41 @@ class Calibrator(_Frozen):
             raise ValueError("calibrator x and y must have the same length")
         if np.any(np.diff(self.x) <= 0) or np.any(np.diff(self.y) < 0):
             raise ValueError("calibrator breakpoints must be increasing in x, non-decreasing in y")
+        if self.tail_slope is not None and not (self.y[0] > 0.0 and self.y[-1] < 1.0):
+            raise ValueError("logistic tails need end values strictly between 0 and 1")
         return self
 
     def apply(self, z: np.ndarray) -> np.ndarray:
         """Calibrated fraud probability for each combined logit."""
-        return np.asarray(np.interp(z, self.x, self.y), dtype=np.float64)
+        z = np.asarray(z, dtype=np.float64)
+        p = np.asarray(np.interp(z, self.x, self.y), dtype=np.float64)
+        if self.tail_slope is not None:
+            for end, value, beyond in ((self.x[0], self.y[0], z < self.x[0]),
+                                       (self.x[-1], self.y[-1], z > self.x[-1])):  # fmt: skip
+                if beyond.any():
+                    start = np.log(value) - np.log1p(-value)
+                    p[beyond] = _sigmoid(start + self.tail_slope * (z[beyond] - end))
+        return p
+
+
+class PlattCalibrator(_Frozen):
+    """Platt scaling of z: p = sigmoid(a * z + b); strictly increasing, two parameters."""
+
+    kind: Literal["platt"] = "platt"
+    a: float = Field(gt=0)
+    b: float
+
+    def apply(self, z: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probability for each combined logit."""
+        return _sigmoid(self.a * np.asarray(z, dtype=np.float64) + self.b)
+
+
+AnyCalibrator = Annotated[Calibrator | PlattCalibrator, Field(discriminator="kind")]
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-t), without overflow (|t| beyond 700 saturates in float64 anyway)."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(t, -700.0, 700.0))), dtype=np.float64)
 
 
 class Thresholds(_Frozen):
@@ -101,6 +136,9 @@ class Thresholds(_Frozen):
     review_budget: float
     target_decline_precision: float
     validation_review_rate: float
+    validation_band_rate: float | None = Field(
+        default=None, description="The part of the review rate from review <= score < decline."
+    )
     validation_decline_rate: float
     validation_decline_precision: float | None
 
@@ -113,7 +151,12 @@ class EnsembleSpec(_Frozen):
     n_features: int
     members: list[MemberSpec]
     combiner: Combiner
-    calibrator: Calibrator
+    calibrator: AnyCalibrator
+    calibration_log_loss: dict[str, float] = Field(
+        default_factory=dict,
+        description="Cross-validated log-loss of each calibrator tried on the validation "
+        "window; the lowest was chosen.",
+    )
     thresholds: Thresholds
     disagreement_margin: float
     disagreement_reviews: bool = Field(
@@ -142,7 +185,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 def apply_ensemble(
     members: list[MemberSpec],
     combiner: Combiner,
-    calibrator: Calibrator,
+    calibrator: Calibrator | PlattCalibrator,
     raw: Mapping[str, np.ndarray],
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Score = calibrator(combiner(logits)); members = each member's Platt-calibrated P(fraud)."""

@@ -10,7 +10,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from fraudstream.training.calibration import fit_calibrator, fit_combiner, fit_platt
+from fraudstream.training.calibration import choose_calibrator, fit_combiner, fit_platt
 from fraudstream.training.config import TrainConfig
 from fraudstream.training.data import (
     FeatureSpecDoc,
@@ -120,25 +120,38 @@ def fit_ensemble(
         for name in raw
     ]
     combiner = fit_combiner(logits, y)
-    calibrator = fit_calibrator(combiner.apply(logits), y)
+    calibrator, log_loss = choose_calibrator(combiner.apply(logits), y)
     draft = EnsembleSpec(
         input_name=INPUT_NAME,
         n_features=n_features,
         members=members,
         combiner=combiner,
         calibrator=calibrator,
+        calibration_log_loss=log_loss,
         thresholds=_placeholder_thresholds(config),
         disagreement_margin=config.disagreement_margin,
     )
     scores, calibrated = draft.apply(raw)
-    flags = draft.disagreement(calibrated)
     budget, target = config.review_budget, config.target_decline_precision
+    margin = fitting_margin(calibrated, config.disagreement_margin,
+                            budget * config.max_disagreement_share)  # fmt: skip
+    draft = draft.model_copy(update={"disagreement_margin": margin})
+    flags = draft.disagreement(calibrated)
     with_flags = choose_thresholds(scores, y, flags, budget, target)
     without = choose_thresholds(scores, y, np.zeros_like(flags), budget, target)
     keep = disagreement_earns_reviews(scores, y, flags, with_flags, without)
     return draft.model_copy(
         update={"thresholds": with_flags if keep else without, "disagreement_reviews": keep}
     )
+
+
+def fitting_margin(members: dict[str, np.ndarray], margin: float, cap: float) -> float:
+    """`margin`, raised if needed so that at most a `cap` share of rows has members
+    differing by more: disagreement reviews then leave the score band part of the budget."""
+    spread = np.ptp(np.vstack(list(members.values())), axis=0)
+    if np.mean(spread > margin) <= cap:
+        return margin
+    return float(np.quantile(spread, 1.0 - cap, method="higher"))
 
 
 def _placeholder_thresholds(config: TrainConfig) -> Thresholds:
