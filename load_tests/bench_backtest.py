@@ -25,8 +25,9 @@ from fraudstream.features.pipeline import FeaturePipeline
 from fraudstream.features.pipeline import replay as pipeline_replay
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.history import report
-from fraudstream.history.backtest import EPOCH, Candidate, Window, archived_transactions, replay
+from fraudstream.history.backtest import Candidate, Window, replay
 from fraudstream.history.query import Archive, TopicNames
+from fraudstream.history.rows import EPOCH, archived_transactions
 from fraudstream.registry import Registry
 from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.model import scoring_spec

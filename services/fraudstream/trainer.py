@@ -20,10 +20,11 @@ import pyarrow as pa
 
 from fraudstream.contracts import Label
 from fraudstream.datasets import LabelledHistory, load_labelled
-from fraudstream.features.pipeline import FeaturePipeline, replay
+from fraudstream.features.pipeline import FeaturePipeline, replay_events
 from fraudstream.features.spec import FeatureConfig, FeatureSpec
 from fraudstream.registry import ModelVersion, Registry, Stage, VersionDetails
-from fraudstream.simulator import TRUTH_COLUMNS, SimulationConfig, iter_transactions, simulate
+from fraudstream.simulator import SimulationConfig, simulate
+from fraudstream.simulator.archive import archive_tables
 from fraudstream.training.config import TrainConfig
 from fraudstream.training.data import FeatureSpecDoc, TrainingData, feature_spec_of, to_event_time
 from fraudstream.training.errors import TrainingError
@@ -54,15 +55,19 @@ def simulated_history_and_scenarios(
 ) -> tuple[LabelledHistory, dict[str, str]]:
     """`simulated_history`, and each fraud's scenario by transaction id."""
     sim = simulate(config)
-    truth = np.asarray(sim.transactions["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int8)
-    txs = list(iter_transactions(sim.transactions.drop_columns(list(TRUTH_COLUMNS))))
+    ordered = sim.transactions  # in event time order, as `archive_tables` keeps it
+    truth = np.asarray(ordered["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int8)
     scenarios = {
         tid: scenario
-        for tid, scenario in zip(sim.transactions["transaction_id"].to_pylist(),
-                                 sim.transactions["scenario"].to_pylist(), strict=True)
+        for tid, scenario in zip(ordered["transaction_id"].to_pylist(),
+                                 ordered["scenario"].to_pylist(), strict=True)
         if scenario
     }  # fmt: skip
-    return LabelledHistory(txs, truth, labels_from_table(sim.labels)), scenarios
+    table, _labels = archive_tables(sim, partitions=1)
+    labels = labels_from_table(sim.labels)
+    del sim, ordered
+    pa.default_memory_pool().release_unused()  # the simulation's buffers (~150 MB per 1 M rows)
+    return LabelledHistory(table, truth, labels), scenarios
 
 
 def labels_from_table(table: pa.Table) -> list[Label]:
@@ -71,12 +76,10 @@ def labels_from_table(table: pa.Table) -> list[Label]:
 
 def training_data(history: LabelledHistory, spec: FeatureSpec) -> TrainingData:
     """Replay the history through the feature pipeline into a training matrix."""
-    matrix = replay(FeaturePipeline(spec), history.transactions, history.labels)
-    event_us = np.fromiter(
-        (round(tx.event_time.timestamp() * 1_000_000) for tx in history.transactions),
-        dtype=np.int64,
-        count=len(history),
+    matrix = replay_events(
+        FeaturePipeline(spec), history.events(), history.labels, rows=len(history)
     )
+    event_us = history.event_micros()
     defaults = {n: v for n, v in spec.producer_defaults.items() if v is not None}
     doc = FeatureSpecDoc(
         names=list(spec.names),
@@ -169,6 +172,6 @@ def labelled_matrix_builder(
 
     def build(details: VersionDetails) -> np.ndarray:
         pipeline = FeaturePipeline(feature_spec_of(details.feature_spec))
-        return replay(pipeline, history.transactions, history.labels)
+        return replay_events(pipeline, history.events(), history.labels)
 
     return build, history.y

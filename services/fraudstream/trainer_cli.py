@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from fraudstream.datasets import LabelledHistory, load_labelled
 from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.features.spec import FeatureConfig
+from fraudstream.history.rows import EPOCH
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import (
@@ -250,9 +251,11 @@ def evaluate_command(
 
     history, groups = _load_history(data_path, labels_path, label_column, label_delay_days,
                                     n_simulated, days, seed, max_invalid)  # fmt: skip
-    times = [tx.event_time for tx in history.transactions]
-    begin = start.replace(tzinfo=UTC) if start else times[int(len(times) * 0.8)]
-    finish = end.replace(tzinfo=UTC) if end else times[-1] + timedelta(microseconds=1)
+    micros = history.event_micros()
+    at = [EPOCH + timedelta(microseconds=int(micros[int(len(micros) * 0.8)])),
+          EPOCH + timedelta(microseconds=int(micros[-1]) + 1)]  # fmt: skip
+    begin = start.replace(tzinfo=UTC) if start else at[0]
+    finish = end.replace(tzinfo=UTC) if end else at[1]
     models = single_model_set(Registry(registry_dir), name, version)
     result = evaluate.run(history, models, begin, finish, groups=groups)
     click.echo(json.dumps(result.to_dict(), indent=2, default=str) if as_json

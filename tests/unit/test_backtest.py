@@ -26,18 +26,15 @@ from fraudstream.features.pipeline import FeaturePipeline
 from fraudstream.features.pipeline import replay as training_replay
 from fraudstream.history import layout
 from fraudstream.history import report as reporting
-from fraudstream.history.backtest import (
+from fraudstream.history.backtest import Candidate, Window, load_history, replay
+from fraudstream.history.backtest_cli import local_root
+from fraudstream.history.query import Archive
+from fraudstream.history.rows import (
     EPOCH,
-    Candidate,
-    Window,
     archived_columns,
     archived_events,
     archived_transactions,
-    load_history,
-    replay,
 )
-from fraudstream.history.backtest_cli import local_root
-from fraudstream.history.query import Archive
 from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.model import scoring_spec
 from fraudstream.scoring.models import ModelSet

@@ -15,6 +15,9 @@ from pyarrow import csv
 from fraudstream.contracts import Transaction
 from fraudstream.datasets import load_labelled
 from fraudstream.errors import ContractError
+from fraudstream.features.compute import Event
+from fraudstream.features.pipeline import FeaturePipeline, replay, replay_events
+from fraudstream.features.spec import FeatureConfig
 from tests.factories import NOW, transaction
 
 
@@ -87,3 +90,22 @@ def test_missing_label_column_and_unknown_format_are_clear(tmp_path: Path) -> No
         load_labelled(_write(tmp_path / "d.jsonl", rows))
     with pytest.raises(ContractError, match="unsupported format"):
         load_labelled(_write(tmp_path / "d.txt", rows))
+
+
+def test_history_columns_replay_as_the_transactions_would(tmp_path: Path) -> None:
+    """Training reads the columns a chunk at a time; the rows, their events and the
+    replayed features are those of the validated `Transaction`s."""
+    history = load_labelled(_write(tmp_path / "data.jsonl", _rows(23)))
+    txs = history.transactions
+    assert [tx.transaction_id for tx in txs] == history.table["transaction_id"].to_pylist()
+    events = [ev for chunk in history.events(chunk_rows=5) for ev in chunk]
+    assert events == [Event.from_transaction(tx) for tx in txs]
+    assert history.event_micros().tolist() == [
+        round(tx.event_time.timestamp() * 1_000_000) for tx in txs
+    ]
+    pipeline = FeaturePipeline(FeatureConfig().resolve())
+    filled = replay_events(pipeline, history.events(chunk_rows=5), history.labels, rows=23)
+    joined = replay(pipeline, txs, history.labels)
+    assert filled.tobytes() == joined.tobytes()
+    with pytest.raises(ValueError, match="announced"):
+        replay_events(pipeline, history.events(), history.labels, rows=24)

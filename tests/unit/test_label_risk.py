@@ -171,3 +171,20 @@ def test_the_ring_forgets_days_it_has_moved_past_and_ignores_older_payments() ->
     widest = max(RISK_WINDOWS_DAYS)
     assert compute.day_counts(state, MERCHANT, RING_DAYS + 3) == [1.0] * len(RISK_WINDOWS_DAYS)
     assert compute.day_counts(state, MERCHANT, widest) == [0.0] * len(RISK_WINDOWS_DAYS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 100 * DAY), max_size=80), st.integers(-5, 110))
+def test_window_counts_equal_a_count_of_the_payments_themselves(
+    times: list[float], end_day: int
+) -> None:
+    state = MERCHANT.empty()
+    for ts in sorted(times):
+        compute.count_day(state, MERCHANT, ts)
+    days = [math.floor(ts / DAY) for ts in times]
+    newest = max(days, default=0)
+    expected = [
+        float(sum(end_day - w <= d < end_day and d > newest - RING_DAYS for d in days))
+        for w in RISK_WINDOWS_DAYS
+    ]
+    assert compute.day_counts(state, MERCHANT, end_day) == expected

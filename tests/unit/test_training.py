@@ -21,12 +21,13 @@ from fraudstream.training.data import (
     FeatureSpecDoc,
     TrainingData,
     chronological_split,
+    take_rows,
     to_event_time,
 )
 from fraudstream.training.ensemble import review_mask
 from fraudstream.training.errors import ModelLoadError, TrainingError
 from fraudstream.training.explain import PathExplainer, explain
-from fraudstream.training.members import fit_logreg
+from fraudstream.training.members import _at_most, fit_logreg
 from fraudstream.training.metrics import average_precision, recall_at_fpr, roc_auc
 from fraudstream.training.provenance import code_version
 from fraudstream.training.synthetic import synthetic_training_data
@@ -362,3 +363,24 @@ def test_early_stopping_keeps_no_round_before_the_minimum() -> None:
     # the climb's top, and the stop patience rounds after it
     assert _stops_at(scores, patience=3, min_rounds=10) == (23, 26)
     assert _stops_at([0.1, 0.2, 0.3], patience=5, min_rounds=1) == (2, 2)  # ran out: the best
+
+
+def test_contiguous_windows_are_views_and_others_copies() -> None:
+    X = np.arange(20, dtype=np.float32).reshape(10, 2)
+    view = take_rows(X, np.arange(3, 7))
+    assert np.shares_memory(view, X)
+    assert view.tolist() == X[3:7].tolist()
+    picked = take_rows(X, np.array([1, 4, 5]))
+    assert not np.shares_memory(picked, X)
+    assert picked.tolist() == X[[1, 4, 5]].tolist()
+
+
+def test_the_linear_member_fits_on_every_fraud_and_a_sample_of_the_rest() -> None:
+    rng = np.random.default_rng(6)
+    X = rng.random((5_000, 3)).astype(np.float32)
+    y = (rng.random(5_000) < 0.02).astype(np.int8)
+    Xs, ys = _at_most(X, y, 1_000, seed=1)
+    assert len(ys) == 1_000
+    assert ys.sum() == y.sum()  # every fraud kept
+    assert _at_most(X, y, 1_000, seed=1)[0].tobytes() == Xs.tobytes()  # seeded
+    assert _at_most(X, y, 10_000, seed=1)[0] is X  # small data unchanged

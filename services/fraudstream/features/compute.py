@@ -137,17 +137,26 @@ def day_counts(state: list[float], layout: Layout, end_day: int) -> list[float]:
     """Per window of `RISK_WINDOWS_DAYS`: the payments on days [end_day - w, end_day)."""
     at, days = layout.ring_at, layout.days
     newest = state[at]
-    out = [0.0] * len(RISK_WINDOWS_DAYS)
     if math.isnan(newest):
-        return out
-    first = max(end_day - max(RISK_WINDOWS_DAYS), int(newest) - days + 1)
-    for day in range(first, min(end_day, int(newest) + 1)):
-        n = state[at + 1 + day % days]
-        if n:
-            for i, w in enumerate(RISK_WINDOWS_DAYS):
-                if end_day - day <= w:
-                    out[i] += n
+        return [0.0] * len(RISK_WINDOWS_DAYS)
+    held = (int(newest) - days + 1, int(newest) + 1)  # the days the ring holds
+    out, total, covered = [], 0.0, end_day
+    for w in RISK_WINDOWS_DAYS:  # nested windows: add the days each one adds
+        total += _ring_sum(state, at + 1, days, max(end_day - w, held[0]), min(covered, held[1]))
+        covered = min(covered, end_day - w)
+        out.append(total)
     return out
+
+
+def _ring_sum(state: list[float], base: int, days: int, first: int, stop: int) -> float:
+    """The ring's counts of days [first, stop) (at most `days` of them): one or two slices."""
+    n = stop - first
+    if n <= 0:
+        return 0.0
+    i = first % days
+    if i + n <= days:
+        return sum(state[base + i : base + i + n])
+    return sum(state[base + i : base + days]) + sum(state[base : base + i + n - days])
 
 
 def label_risk(

@@ -9,6 +9,7 @@ sees only the labels known at its own time, so neither path can see a label earl
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -304,16 +305,35 @@ def replay(
     """Features for time-ordered history, as the scorer would have computed them. A label
     counts for payments at or after its `labelled_at` only, so no label leaks backwards.
     `states` (empty by default) is left holding every entity's final state."""
+    it = iter(transactions)
+    batches = iter(
+        lambda: [Event.from_transaction(tx) for tx in itertools.islice(it, batch_size)], []
+    )
+    return replay_events(pipeline, batches, labels, states)
+
+
+def replay_events(
+    pipeline: FeaturePipeline,
+    batches: Iterable[Sequence[Event]],
+    labels: Iterable[Label] = (),
+    states: StateCache | None = None,
+    rows: int | None = None,
+) -> np.ndarray:
+    """`replay` of `Event`s already built, a batch at a time (training builds them from
+    columns, `datasets.LabelledHistory.events`). Given the number of `rows`, the matrix is
+    filled in place (no second copy of it while the batches are joined)."""
     states = StateCache() if states is None else states
     books = label_books(labels)
-    parts, batch = [], []
-    for tx in transactions:
-        batch.append(Event.from_transaction(tx))
-        if len(batch) >= batch_size:
-            parts.append(pipeline.transform(batch, states, books))
-            batch = []
-    if batch:
-        parts.append(pipeline.transform(batch, states, books))
-    if not parts:
-        return np.empty((0, len(pipeline.spec.names)), dtype=np.float32)
-    return np.vstack(parts)
+    width = len(pipeline.spec.names)
+    if rows is not None:
+        out = np.empty((rows, width), dtype=np.float32)
+        at = 0
+        for batch in batches:
+            part = pipeline.transform(batch, states, books)
+            out[at : at + len(part)] = part
+            at += len(part)
+        if at != rows:
+            raise ValueError(f"replayed {at} rows, not the {rows} announced")
+        return out
+    parts = [pipeline.transform(batch, states, books) for batch in batches]
+    return np.vstack(parts) if parts else np.empty((0, width), dtype=np.float32)

@@ -19,12 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraudstream.contracts import Label, Transaction
+from fraudstream.contracts import Label
 from fraudstream.datasets import LabelledHistory
 from fraudstream.history import layout
-from fraudstream.history.backtest import EPOCH, Candidate, replay
+from fraudstream.history.backtest import Candidate, replay
 from fraudstream.history.query import Archive
 from fraudstream.history.report import pyplot
+from fraudstream.history.rows import EPOCH
 from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.models import ModelSet
 from fraudstream.training.ensemble import Thresholds
@@ -56,13 +57,10 @@ class Evaluation:
 
 def history_tables(history: LabelledHistory) -> tuple[pa.Table, pa.Table]:
     """(transactions, labels) as archive tables on one partition, in time order."""
-    txs = history.transactions
-    tx = layout.table(Transaction, txs, [0] * len(txs), list(range(len(txs))),
-                      [_ms(t.event_time) for t in txs])  # fmt: skip
     labels = sorted(history.labels, key=lambda label: label.labelled_at)
     lb = layout.table(Label, labels, [0] * len(labels), list(range(len(labels))),
                       [_ms(label.labelled_at) for label in labels])  # fmt: skip
-    return tx, lb
+    return history.table, lb
 
 
 def _ms(when: datetime) -> int:
@@ -89,7 +87,7 @@ def run(
     replayed = replay(rows, fraud_labels, Candidate(NO_RULES, models), start, keep_features=True)
     if replayed.history.num_rows == 0 or replayed.features is None:
         raise ValueError(f"no transactions in [{start.isoformat()}, {end.isoformat()})")
-    truth = dict(zip((t.transaction_id for t in history.transactions), history.y.tolist(),
+    truth = dict(zip(history.table["transaction_id"].to_pylist(), history.y.tolist(),
                      strict=True))  # fmt: skip
     ids = replayed.history["transaction_id"].to_pylist()
     y = np.array([truth[i] for i in ids], dtype=np.int8)

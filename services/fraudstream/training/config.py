@@ -61,6 +61,13 @@ class LogRegParams(BaseModel):
     C: float = Field(default=1.0, gt=0)
     max_iter: int = Field(default=1000, ge=10)
     class_weight_balanced: bool = True
+    max_rows: int = Field(
+        default=250_000,
+        ge=1000,
+        description="Fit on at most this many training rows: every fraud and a seeded "
+        "sample of the legitimate ones (a linear model on ~70 features needs no more, and "
+        "the float64 copies scikit-learn makes of 1 M rows cost ~1 GB).",
+    )
 
 
 class TrainConfig(BaseModel):

@@ -138,6 +138,20 @@ class Split:
         return [_window(name, idx, data) for name, idx in named]
 
 
+def take_rows(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """`array[idx]`, as a view (no copy) when `idx` is a run of consecutive rows: a
+    time-ordered history splits into such runs, and copies of a 1 M-row matrix cost
+    hundreds of MB."""
+    if (
+        len(idx)
+        and idx[-1] - idx[0] + 1 == len(idx)
+        and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx)))
+    ):
+        view: np.ndarray = array[idx[0] : idx[-1] + 1]
+        return view
+    return np.asarray(array[idx])
+
+
 def _window(name: str, idx: np.ndarray, data: TrainingData) -> Window:
     times = data.event_time[idx]
     frauds = int(data.y[idx].sum())

@@ -107,18 +107,31 @@ def fit_logreg(X: np.ndarray, y: np.ndarray, spec: FeatureSpecDoc, config: Train
     legitimate traffic. The shifted probabilities are undone by the combiner and Platt
     calibration fitted on the validation window.
     """
+    X, y = _at_most(X, y, config.logreg.max_rows, config.seed)
     imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
     for i, name in enumerate(spec.names):
         if name in spec.defaults:
             imputer.statistics_[i] = spec.defaults[name]
-    filled = imputer.transform(X)
+    filled = imputer.transform(X)  # float32, as ONNX computes (float64 here drifts 1e-3)
     scaler = StandardScaler().fit(filled)
     classifier = LogisticRegression(
         C=config.logreg.C,
         max_iter=config.logreg.max_iter,
         class_weight="balanced" if config.logreg.class_weight_balanced else None,
-    ).fit(scaler.transform(filled), y)
+    ).fit(scaler.transform(filled, copy=False), y)
     return Pipeline([("impute", imputer), ("scale", scaler), ("classify", classifier)])
+
+
+def _at_most(X: np.ndarray, y: np.ndarray, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every fraud row and a seeded sample of the legitimate ones, `rows` in all (in their
+    original order); the data unchanged when it is no larger."""
+    if len(y) <= rows:
+        return X, y
+    frauds = np.flatnonzero(y == 1)
+    legit = np.flatnonzero(y != 1)
+    keep = np.random.default_rng(seed).choice(legit, max(rows - len(frauds), 1), replace=False)
+    chosen = np.sort(np.concatenate([frauds, keep]))
+    return X[chosen], y[chosen]
 
 
 def predict_members(booster: lgb.Booster, logreg: Pipeline, X: np.ndarray) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from fraudstream.training.data import (
     TrainingData,
     Window,
     chronological_split,
+    take_rows,
 )
 from fraudstream.training.ensemble import ENSEMBLE, EnsembleSpec, MemberSpec, Thresholds, logit
 from fraudstream.training.errors import TrainingError
@@ -68,13 +69,13 @@ def train(data: TrainingData, config: TrainConfig | None = None) -> TrainResult:
     _check_windows(windows, config)
     X, y, names = data.X, data.y, data.feature_spec.names
     fit_rows, val_rows = (
-        (X[split.train], y[split.train]),
-        (X[split.validation], y[split.validation]),
+        (take_rows(X, split.train), y[split.train]),
+        (take_rows(X, split.validation), y[split.validation]),
     )
     booster = fit_lightgbm(fit_rows, val_rows, names, config)
     logreg = fit_logreg(*fit_rows, data.feature_spec, config)
     validation = predict_members(booster, logreg, val_rows[0]), val_rows[1]
-    test = predict_members(booster, logreg, X[split.test]), y[split.test]
+    test = predict_members(booster, logreg, take_rows(X, split.test)), y[split.test]
     ensemble = fit_ensemble(*validation, n_features=len(names), config=config)
     metrics, test_scores = _evaluate(ensemble, validation, test, booster.current_iteration())
     return TrainResult(
