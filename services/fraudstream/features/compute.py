@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from fraudstream.contracts import Channel, Transaction
 from fraudstream.features.labels import (
-    DEFAULT_DELAY_DAYS,
     RISK_WINDOWS_DAYS,
     LabelBook,
     risk_values,
@@ -160,10 +159,14 @@ def _ring_sum(state: list[float], base: int, days: int, first: int, stop: int) -
 
 
 def label_risk(
-    state: list[float], layout: Layout, ts: float, book: LabelBook | None, delay_days: int
-) -> list[float]:
+    state: list[float], layout: Layout, ts: float, book: LabelBook | None,
+    delay_days: int | None,
+) -> list[float]:  # fmt: skip
     """The delay-aligned label risk at `ts` (`features.labels`), in the order of
-    `_risk_names`: per window, the payment count and the share known to be fraud."""
+    `_risk_names`: per window, the payment count and the share known to be fraud. With
+    no `delay_days`, zeros: a state update whose values nobody reads skips the work."""
+    if delay_days is None:
+        return _NO_RISK
     end_day = math.floor(ts / DAY) - delay_days
     payments = day_counts(state, layout, end_day)
     frauds = book.known_frauds(ts, end_day) if book is not None else _NO_FRAUDS
@@ -171,6 +174,7 @@ def label_risk(
 
 
 _NO_FRAUDS = [0] * len(RISK_WINDOWS_DAYS)
+_NO_RISK = [0.0] * (2 * len(RISK_WINDOWS_DAYS))
 
 
 def _risk_names(prefix: str) -> tuple[str, ...]:
@@ -304,10 +308,11 @@ MERCHANT_FEATURES = (
 
 def merchant_features(
     state: list[float], ev: Event, book: LabelBook | None = None,
-    delay_days: int = DEFAULT_DELAY_DAYS,
+    delay_days: int | None = None,
 ) -> list[float]:  # fmt: skip
     """The merchant's traffic and its label risk from `book`, its fraud labels
-    (`features.labels`); updates its state; values in the order of `MERCHANT_FEATURES`."""
+    (`features.labels`), `delay_days` back (without it, risk values are 0: an update only);
+    updates its state; values in the order of `MERCHANT_FEATURES`."""
     layout = _MERCHANT
     advance(state, layout, ev.ts)
     n = len(layout.windows)
@@ -330,7 +335,7 @@ def shared_features(entity: Entity) -> tuple[str, ...]:
 
 def shared_entity_features(
     entity: Entity, state: list[float] | None, ev: Event, book: LabelBook | None = None,
-    delay_days: int = DEFAULT_DELAY_DAYS,
+    delay_days: int | None = None,
 ) -> list[float]:  # fmt: skip
     """Device or IP: traffic, how many cards share it and its label risk from `book`
     (NaN when the event has none); updates its state."""

@@ -244,13 +244,20 @@ def _combine_extra(layout: Layout, parts: list[list[float]], out: list[float]) -
 
 
 def _combine_ring(layout: Layout, parts: list[list[float]], out: list[float]) -> None:
-    """Payments per day: summed day by day over the days the newest part's ring holds."""
+    """Payments per day: summed day by day over the days the newest part's ring holds (a
+    part whose ring is behind has its days after its newest cleared first)."""
     at, days = layout.ring_at, layout.days
     rings = [p for p in parts if not math.isnan(p[at])]
     if not rings:
         return
-    newest = max(p[at] for p in rings)
-    out[at] = newest
+    newest = int(max(p[at] for p in rings))
+    out[at] = float(newest)
+    base, end = at + 1, at + 1 + days
+    total = [0.0] * days
     for part in rings:
-        for day in range(int(newest) - days + 1, int(part[at]) + 1):
-            out[at + 1 + day % days] += part[at + 1 + day % days]
+        ring = part[base:end]
+        behind = newest - int(part[at])
+        for day in range(newest - min(behind, days) + 1, newest + 1):
+            ring[day % days] = 0.0  # a day this part has not reached: older data there
+        total = [a + b for a, b in zip(total, ring, strict=True)]
+    out[base:end] = total
