@@ -1,6 +1,7 @@
 """Delay-aligned label risk (`features.labels`): exact values, rise and fall around a
-compromise, no label known after the payment or inside the delay can leak, and the daily
-counts of partition parts combine to the single state's."""
+compromise (synthetic, and the simulator's compromised terminal), no label known after
+the payment or inside the delay can leak, and the daily counts of partition parts combine
+to the single state's."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 from fraudstream.contracts import Label, LabelSource, Transaction, Verdict
 from fraudstream.features import compute
 from fraudstream.features.labels import RISK_WINDOWS_DAYS, LabelBook
-from fraudstream.features.pipeline import FeaturePipeline, replay
+from fraudstream.features.pipeline import FeaturePipeline, replay, replay_events
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.features.state import DAY, LAYOUTS, RING_DAYS, Entity, combine
+from fraudstream.simulator import Scenario, SimulationConfig
+from fraudstream.trainer import simulated_history
 from tests.factories import NOW, transaction
 
 DELAY = 7
@@ -188,3 +191,29 @@ def test_window_counts_equal_a_count_of_the_payments_themselves(
         for w in RISK_WINDOWS_DAYS
     ]
     assert compute.day_counts(state, MERCHANT, end_day) == expected
+
+
+def test_a_simulated_compromised_terminals_risk_rises_then_falls_back() -> None:
+    """The simulator's compromised terminal (fraud on the merchant itself, labelled as the
+    simulator's late label stream says): its 7-day risk is 0 until the first fraud day is
+    `delay + 1` days old, rises while the fraud days are in the window, and is 0 again
+    once the last one is `delay + 7` days behind."""
+    config = SimulationConfig(seed=5, n_transactions=40_000, days=60, n_merchants=300,
+                              fraud_rate=0.005)  # fmt: skip
+    history = simulated_history(config.only(Scenario.COMPROMISED_TERMINAL))
+    risk = replay_events(PIPELINE, history.events(), history.labels, rows=len(history))
+    column = risk[:, PIPELINE.columns["merchant_label_risk_7d"]]
+    day = history.event_micros() // int(DAY * 1_000_000)
+    merchants = np.array(history.table["merchant_id"].to_pylist())
+    checked = 0
+    for terminal in np.unique(merchants[history.y == 1]):
+        fraud_days = day[(merchants == terminal) & (history.y == 1)]
+        first, last = int(fraud_days.min()), int(fraud_days.max())
+        at = merchants == terminal
+        if day[at].max() < last + DELAY + 8:
+            continue  # the simulation ends before the risk must be back to zero
+        assert (column[at & (day < first + DELAY + 1)] == 0).all()
+        assert column[at & (day >= first + DELAY + 1) & (day < last + DELAY + 8)].max() > 0.05
+        assert (column[at & (day >= last + DELAY + 8)] == 0).all()
+        checked += 1
+    assert checked >= 2

@@ -1,4 +1,5 @@
-"""Compromised merchant: a skimmed terminal leaks the cards that pay at it.
+"""Compromised merchants: a skimmed terminal leaks the cards that pay at it, or a
+compromised terminal charges stolen cards itself.
 
 For a few days (up to a quarter of the simulated span) a skimmer sits on a busy shop or
 ATM. Some of the cards that paid there in that window are cloned and used later: one to
@@ -100,3 +101,35 @@ def _fraud_times(ctx: Context, visit: Ints, sizes: Ints) -> Ints:
     duration = np.repeat(np.maximum.reduceat(offsets, np.cumsum(sizes) - sizes), sizes)
     scale = np.minimum(1.0, left / np.maximum(duration, 1.0))
     return ints((np.repeat(start, sizes) + offsets * scale * US_PER_S) // 1000 * 1000)
+
+
+TERMINAL_FRAUDS = 40  # fraudulent payments per compromised terminal, on average
+
+
+def compromised_terminal(ctx: Context, n: int) -> Events:
+    """A terminal that itself takes fraud: for 5-14 days a busy shop's terminal (hacked,
+    or a colluding merchant) charges stolen cards at its usual ticket, one payment per
+    card, from the holders' own devices and IPs when online. Unlike the skimmer, the fraud
+    sits on the merchant itself: what the Fraud Detection Handbook's terminal scenario,
+    and delay-aligned merchant label risk, are about."""
+    if n <= 0:
+        return ctx.legit.take(ints([]))
+    rng, window, pop = ctx.rng, ctx.window, ctx.pop
+    busy = np.bincount(ctx.legit.merchant, minlength=pop.n_merchants).astype(np.float64)
+    if busy.sum() == 0:
+        return ctx.legit.take(ints([]))
+    k = min(max(1, round(n / TERMINAL_FRAUDS)), int(np.count_nonzero(busy)))
+    terminals = rng.choice(busy.size, size=k, replace=False, p=busy / busy.sum())
+    length = np.minimum(rng.uniform(5.0, 14.0, k) * US_PER_DAY, 0.5 * window.span)
+    start = window.lo + rng.random(k) * (window.span - length)
+    which = rng.integers(0, k, n)
+    times = ints((start[which] + rng.random(n) * length[which]).astype(np.int64))
+    merchant = ints(terminals[which])
+    card = ctx.victims(n)
+    amount = pop.merchant_ticket[merchant] * rng.lognormal(0.3, 0.5, n)
+    device = pop.card_device_start[card] + (rng.random(n) * pop.card_devices[card])
+    return assemble(
+        ctx, time_us=times, card=card, merchant=merchant, amount=floats(amount),
+        device=ints(device), ip=ints(pop.card_ips[card, 0]), auth_share=0.3,
+        incident=ctx.incidents(n),
+    )  # fmt: skip

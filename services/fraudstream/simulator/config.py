@@ -28,6 +28,7 @@ class Scenario(StrEnum):
     COMPROMISED_MERCHANT = "compromised_merchant"
     ACCOUNT_TAKEOVER = "account_takeover"
     HIGH_AMOUNT = "high_amount"
+    COMPROMISED_TERMINAL = "compromised_terminal"  # off by default (see the README)
 
 
 # Code 0 is legitimate traffic; scenario codes follow the enum order.
@@ -113,6 +114,7 @@ class SimulationConfig(_Frozen):
     compromised_merchant: ScenarioConfig = ScenarioConfig(weight=0.25)
     account_takeover: ScenarioConfig = ScenarioConfig(weight=0.15)
     high_amount: ScenarioConfig = ScenarioConfig(weight=0.10)
+    compromised_terminal: ScenarioConfig = ScenarioConfig(enabled=False, weight=0.25)
     labels: LabelConfig = LabelConfig()
     drift: DriftConfig | None = None
 

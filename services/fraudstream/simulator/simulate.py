@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from fraudstream.simulator.compromise import compromised_merchant
+from fraudstream.simulator.compromise import compromised_merchant, compromised_terminal
 from fraudstream.simulator.config import SCENARIO_CODE, Scenario, SimulationConfig
 from fraudstream.simulator.events import US_PER_S, Events, Window
 from fraudstream.simulator.incidents import Context
@@ -30,6 +30,7 @@ BUILDERS: dict[Scenario, Callable[[Context, int], Events]] = {
     Scenario.COMPROMISED_MERCHANT: compromised_merchant,
     Scenario.ACCOUNT_TAKEOVER: account_takeover,
     Scenario.HIGH_AMOUNT: high_amount,
+    Scenario.COMPROMISED_TERMINAL: compromised_terminal,
 }
 
 
