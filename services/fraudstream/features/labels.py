@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from fraudstream.features.state import DAY, LAYOUT_VERSION, RING_DAYS, PartHeader, part_header
 
 RISK_WINDOWS_DAYS = (1, 7, 30)  # w: the windows the risk is computed over
-DEFAULT_DELAY_DAYS = 7  # the delay features use unless the feature config says otherwise
+DEFAULT_DELAY_DAYS = 0  # chosen by load_tests/bench_label_delay.py (see the README)
 MAX_DELAY_DAYS = RING_DAYS - max(RISK_WINDOWS_DAYS)  # the per-day counts reach this far back
 # Serving forgets labels of payments this much older than the newest label it folded: no
 # window of a payment scored around now reaches them (a month of slack for late payments).
