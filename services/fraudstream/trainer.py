@@ -55,17 +55,17 @@ def simulated_history_and_scenarios(
 ) -> tuple[LabelledHistory, dict[str, str]]:
     """`simulated_history`, and each fraud's scenario by transaction id."""
     sim = simulate(config)
-    ordered = sim.transactions  # in event time order, as `archive_tables` keeps it
-    truth = np.asarray(ordered["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int8)
+    txs = sim.transactions  # in event time order, which `archive_tables` keeps
+    truth = np.asarray(txs["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int8)
     scenarios = {
         tid: scenario
-        for tid, scenario in zip(ordered["transaction_id"].to_pylist(),
-                                 ordered["scenario"].to_pylist(), strict=True)
+        for tid, scenario in zip(txs["transaction_id"].to_pylist(),
+                                 txs["scenario"].to_pylist(), strict=True)
         if scenario
     }  # fmt: skip
     table, _labels = archive_tables(sim, partitions=1)
     labels = labels_from_table(sim.labels)
-    del sim, ordered
+    del sim, txs
     pa.default_memory_pool().release_unused()  # the simulation's buffers (~150 MB per 1 M rows)
     return LabelledHistory(table, truth, labels), scenarios
 
@@ -172,6 +172,6 @@ def labelled_matrix_builder(
 
     def build(details: VersionDetails) -> np.ndarray:
         pipeline = FeaturePipeline(feature_spec_of(details.feature_spec))
-        return replay_events(pipeline, history.events(), history.labels)
+        return replay_events(pipeline, history.events(), history.labels, rows=len(history))
 
     return build, history.y

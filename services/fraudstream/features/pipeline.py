@@ -9,8 +9,8 @@ sees only the labels known at its own time, so neither path can see a label earl
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 
 import numpy as np
 
@@ -270,15 +270,17 @@ def label_books(labels: Iterable[Label]) -> dict[StateKey, LabelBook]:
         if label.verdict is Verdict.FRAUD:
             add_fraud_label(
                 books, label_keys(label.merchant_id, label.device_id, label.ip),
-                label_paid_at(label), label.labelled_at.timestamp(), label.transaction_id,
+                label_paid_at(label.event_time, label.labelled_at),
+                label.labelled_at.timestamp(), label.transaction_id,
             )  # fmt: skip
     return books
 
 
-def label_paid_at(label: Label) -> float:
-    """When the labelled payment happened; a label without `event_time` counts as if it
-    had happened when it was labelled (the latest it can have), so it is never early."""
-    return (label.event_time or label.labelled_at).timestamp()
+def label_paid_at(event_time: datetime | None, labelled_at: datetime) -> float:
+    """When a label's payment happened (its `event_time`); a label without one counts as
+    if the payment had happened when it was labelled (the latest it can have), so it is
+    never early."""
+    return (event_time or labelled_at).timestamp()
 
 
 def add_fraud_label(
@@ -305,11 +307,18 @@ def replay(
     """Features for time-ordered history, as the scorer would have computed them. A label
     counts for payments at or after its `labelled_at` only, so no label leaks backwards.
     `states` (empty by default) is left holding every entity's final state."""
-    it = iter(transactions)
-    batches = iter(
-        lambda: [Event.from_transaction(tx) for tx in itertools.islice(it, batch_size)], []
-    )
-    return replay_events(pipeline, batches, labels, states)
+    return replay_events(pipeline, _event_batches(transactions, batch_size), labels, states)
+
+
+def _event_batches(transactions: Iterable[Transaction], size: int) -> Iterator[list[Event]]:
+    batch: list[Event] = []
+    for tx in transactions:
+        batch.append(Event.from_transaction(tx))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def replay_events(

@@ -38,6 +38,7 @@ from fraudstream.features.pipeline import (
     add_fraud_label,
     fold_parts,
     label_keys,
+    label_paid_at,
 )
 from fraudstream.features.state import id_hash
 from fraudstream.history import layout
@@ -310,11 +311,9 @@ class _LabelFeed:
         order = np.argsort(arrived, kind="stable")
         self._arrived = arrived[order]
         picked = labels.take(order)
-        labelled = [at.timestamp() for at in picked["labelled_at"].to_pylist()]
-        paid = [
-            at.timestamp() if at is not None else fallback
-            for at, fallback in zip(picked["event_time"].to_pylist(), labelled, strict=True)
-        ]  # a label without the payment's time counts from its own (`label_paid_at`)
+        labelled_at = picked["labelled_at"].to_pylist()
+        labelled = [at.timestamp() for at in labelled_at]
+        paid = list(map(label_paid_at, picked["event_time"].to_pylist(), labelled_at))
         keys = map(label_keys, *(picked[c].to_pylist() for c in ("merchant_id", "device_id", "ip")))
         self._rows = list(zip(keys, paid, labelled, picked["transaction_id"].to_pylist(),
                               strict=True))  # fmt: skip

@@ -151,7 +151,8 @@ class LabelFolder:
                     loaded.label_parts.get(key, LabelBook()) if loaded is not None
                     else LabelBook()
                 )  # fmt: skip
-                if book.add(label_paid_at(label), labelled_at, txid):
+                if book.add(label_paid_at(label.event_time, label.labelled_at), labelled_at,
+                            txid):  # fmt: skip
                     book.forget_before(labelled_at - KEEP_S)
                     books[key] = (book, offset)
         end = (batch[-1].offset() or 0) + 1

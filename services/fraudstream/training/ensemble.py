@@ -195,10 +195,14 @@ def apply_ensemble(
     return scores, calibrated
 
 
+def member_spread(members: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per row, max - min of the members' calibrated probabilities."""
+    return np.asarray(np.ptp(np.vstack(list(members.values())), axis=0))
+
+
 def disagreement(members: Mapping[str, np.ndarray], margin: float) -> np.ndarray:
-    """True where max - min of the members' calibrated probabilities exceeds `margin`."""
-    stacked = np.vstack(list(members.values()))
-    return np.asarray((stacked.max(axis=0) - stacked.min(axis=0)) > margin)
+    """True where the members' spread (`member_spread`) exceeds `margin`."""
+    return np.asarray(member_spread(members) > margin)
 
 
 def review_mask(scores: np.ndarray, disagree: np.ndarray, thresholds: Thresholds) -> np.ndarray:

@@ -20,7 +20,14 @@ from fraudstream.training.data import (
     chronological_split,
     take_rows,
 )
-from fraudstream.training.ensemble import ENSEMBLE, EnsembleSpec, MemberSpec, Thresholds, logit
+from fraudstream.training.ensemble import (
+    ENSEMBLE,
+    EnsembleSpec,
+    MemberSpec,
+    Thresholds,
+    logit,
+    member_spread,
+)
 from fraudstream.training.errors import TrainingError
 from fraudstream.training.members import (
     INPUT_NAME,
@@ -149,7 +156,7 @@ def fit_ensemble(
 def fitting_margin(members: dict[str, np.ndarray], margin: float, cap: float) -> float:
     """`margin`, raised if needed so that at most a `cap` share of rows has members
     differing by more: disagreement reviews then leave the score band part of the budget."""
-    spread = np.ptp(np.vstack(list(members.values())), axis=0)
+    spread = member_spread(members)
     if np.mean(spread > margin) <= cap:
         return margin
     return float(np.quantile(spread, 1.0 - cap, method="higher"))
