@@ -295,7 +295,7 @@ HISTORY_COLUMNS = [
     *(name for name in Transaction.model_fields if name != "schema_version"),
     "kafka_partition", "kafka_offset", "kafka_timestamp", "event_time_utc_offset_s",
     "action", "score", "member_scores", "reasons", "model_version", "shadow_model_version",
-    "shadow_score", "decision_path", "decided_at", "latency_ms",
+    "shadow_score", "decision_path", "decided_at", "latency_ms", "monitored",
     "label_verdict", "label_source", "label_actor", "labelled_at", "label_note", "is_fraud",
 ]  # fmt: skip
 LABEL_COLUMNS = [*(name for name in Label.model_fields if name != "schema_version"), "is_fraud"]

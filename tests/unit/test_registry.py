@@ -35,6 +35,7 @@ FILES = {
     "lightgbm.txt",
     "ensemble.json",
     "feature_spec.json",
+    "reference.json",
     "metrics.json",
     "training.json",
     "MODEL_CARD.md",

@@ -78,6 +78,9 @@ class Transaction(Contract):
         return self
 
 
+MAX_MONITORED = 16  # feature values a decision carries for the drift monitor
+
+
 class Action(StrEnum):
     APPROVE = "approve"
     DECLINE = "decline"
@@ -128,6 +131,13 @@ class Decision(Contract):
     decided_at: AwareDatetime
     latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
         description="From the event's arrival in Kafka to the decision being produced."
+    )
+    monitored: Annotated[dict[FeatureName, FiniteFloat], Field(max_length=MAX_MONITORED)] | None = (
+        Field(
+            default=None,
+            description="On the ML path: the values of the model's monitored features (its "
+            "reference.json), which the drift monitor compares with training.",
+        )
     )
 
 
@@ -193,10 +203,15 @@ class RetrainTrigger(Contract):
     schema_version: Literal[1] = 1
     trigger_id: Identifier
     model_name: Identifier
+    model_version: Identifier | None = Field(
+        default=None, description="The version whose traffic drifted (the one detected on)."
+    )
     detector: Identifier
+    feature: FeatureName | None = Field(default=None, description="For a feature's detector.")
     statistic: Identifier
     value: FiniteFloat
     threshold: FiniteFloat
+    severe: bool = Field(default=False, description="One severe alarm triggered it alone.")
     window_start: AwareDatetime
     window_end: AwareDatetime
     triggered_at: AwareDatetime

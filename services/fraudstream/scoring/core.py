@@ -19,6 +19,7 @@ import numpy as np
 from fraudstream.contracts import (
     Action,
     DeadLetterReason,
+    DecisionPath,
     Reason,
     ReasonFields,
     ReasonSource,
@@ -50,6 +51,7 @@ Output = tuple[str, bytes | None, bytes]  # (topic role, key, value)
 Partition = tuple[str, int]  # (topic, partition)
 DECISIONS, REVIEW, DLQ = "decisions", "review", "dlq"  # topic roles of the outputs
 _REVIEW = Action.REVIEW
+_ML = DecisionPath.ML
 # Largest output value: the producer's default message.max.bytes (1,000,000) less room for
 # the key, headers and record overhead.
 OUTPUT_MAX_BYTES = 990_000
@@ -312,6 +314,7 @@ class BatchScorer:
             model_version=scores.model_version[row], shadow_model_version=scores.shadow_version,
             shadow_score=shadow, path=verdict.path, event_time=tx.event_time,
             decided_at=decided_at, latency_ms=max(0.0, (now - arrival) * 1000),
+            monitored=scores.monitored.get(row) if verdict.path is _ML else None,
         )  # fmt: skip
         produced: list[Output] = [(DECISIONS, tx.card_token.encode(), decision)]
         if verdict.action is _REVIEW:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fraudstream.drift.reference import DriftReference
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
 from fraudstream.registry import Registry
@@ -53,6 +55,10 @@ class ServingModel:
     version_dir: Path
     scoring_names: tuple[str, ...]
     explainer: PathExplainer = field(repr=False)
+    # The reference's features (`drift.reference`), with their positions in scoring rows:
+    # their values go on each ML decision for the drift monitor.
+    monitored: tuple[str, ...] = ()
+    monitored_columns: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
 
     @classmethod
     def load(
@@ -83,8 +89,11 @@ class ServingModel:
         explainer = PathExplainer(
             load_booster(ensemble.version_dir / "lightgbm.txt"), list(spec.names)
         )
+        reference = DriftReference.read(ensemble.version_dir)
+        monitored = tuple(reference.features) if reference is not None else ()
+        at = np.array([scoring.names.index(n) for n in monitored], dtype=np.intp)
         model = cls(name, version, ensemble, spec, columns, ensemble.version_dir, scoring.names,
-                    explainer)  # fmt: skip
+                    explainer, monitored, at)  # fmt: skip
         model.predict(np.zeros((1, len(scoring.names)), dtype=np.float32))  # warm up
         return model
 
@@ -97,6 +106,16 @@ class ServingModel:
         features = np.ascontiguousarray(rows[:, self.columns])
         scores, members = self.ensemble.predict(features)
         return scores, members, self.ensemble.disagreement(members)
+
+    def monitored_values(self, rows: np.ndarray) -> list[dict[str, float]]:
+        """Per row, the monitored features' values (missing ones left out)."""
+        names = self.monitored
+        if not names:
+            return [{} for _ in range(len(rows))]
+        return [
+            {n: v for n, v in zip(names, values, strict=True) if not math.isnan(v)}
+            for values in rows[:, self.monitored_columns].astype(np.float64).tolist()
+        ]
 
     def explain(self, rows: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
         """Top LightGBM path contributions per scoring-spec row."""

@@ -22,6 +22,7 @@ class BatchScores:
     members: list[dict[str, float]]
     model_version: list[str | None]
     contributions: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # by row
+    monitored: dict[int, dict[str, float]] = field(default_factory=dict)  # by row, ML path only
     shadow_version: str | None = None
     shadow_score: list[float] | None = None  # the shadow model's score per row
 
@@ -64,6 +65,9 @@ def route_and_decide(
             verdicts[i] = group[j]
         if scores is None or model is None:
             continue
+        if not degraded and model.monitored:
+            for i, values in zip(at, model.monitored_values(rows[index]), strict=True):
+                out.monitored[i] = values
         members = {name: values.tolist() for name, values in scores.members.items()}
         for j, (i, score) in enumerate(zip(at, scores.scores.tolist(), strict=True)):
             out.score[i] = score

@@ -214,3 +214,9 @@ def review_mask(scores: np.ndarray, disagree: np.ndarray, thresholds: Thresholds
 def decline_mask(scores: np.ndarray, thresholds: Thresholds) -> np.ndarray:
     """Rows the model declines on its own."""
     return scores >= thresholds.decline
+
+
+def action_codes(scores: np.ndarray, disagree: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """Per row, what the model alone decides: 0 approve, 1 review, 2 decline."""
+    reviewed = np.where(review_mask(scores, disagree, thresholds), 1, 0)
+    return np.where(decline_mask(scores, thresholds), 2, reviewed).astype(np.int8)

@@ -4,7 +4,8 @@ Both members take one input `features` (float32, [None, f]) and, after export, h
 output `probabilities` (float32, [None, 2]: P(legit), P(fraud)); the converters' label
 outputs are removed from the graph so serving cannot pick the wrong one. Writes the
 serving set of a version directory: member ONNX files, `lightgbm.txt` (for
-explanations), `ensemble.json` and `feature_spec.json`. `OnnxEnsemble` serves it.
+explanations), `ensemble.json`, `feature_spec.json` and the drift monitor's
+`reference.json`. `OnnxEnsemble` serves it.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def export_onnx(
     result.booster.save_model(root / LIGHTGBM_TEXT_FILE)
     (root / ENSEMBLE_FILE).write_text(result.ensemble.model_dump_json(indent=2) + "\n")
     (root / FEATURE_SPEC_FILE).write_text(result.feature_spec.model_dump_json(indent=2) + "\n")
+    result.reference.write(root)
     return check_parity(result, OnnxEnsemble.load(root), bounds)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from fraudstream.drift.reference import DriftReference
 from fraudstream.training.calibration import choose_calibrator, fit_combiner, fit_platt
 from fraudstream.training.config import TrainConfig
 from fraudstream.training.data import (
@@ -25,6 +27,7 @@ from fraudstream.training.ensemble import (
     EnsembleSpec,
     MemberSpec,
     Thresholds,
+    action_codes,
     logit,
     member_spread,
 )
@@ -57,6 +60,7 @@ class TrainResult:
     holdout_X: np.ndarray  # test-window rows for the export parity check
     test_labels: np.ndarray
     test_scores: dict[str, np.ndarray]  # member calibrated probabilities and "ensemble"
+    reference: DriftReference  # what the drift monitor compares serving with
 
     def raw_scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Each member's P(fraud) from the training libraries."""
@@ -82,9 +86,11 @@ def train(data: TrainingData, config: TrainConfig | None = None) -> TrainResult:
     booster = fit_lightgbm(fit_rows, val_rows, names, config)
     logreg = fit_logreg(*fit_rows, data.feature_spec, config)
     validation = predict_members(booster, logreg, val_rows[0]), val_rows[1]
-    test = predict_members(booster, logreg, take_rows(X, split.test)), y[split.test]
+    test_X = take_rows(X, split.test)
+    test = predict_members(booster, logreg, test_X), y[split.test]
     ensemble = fit_ensemble(*validation, n_features=len(names), config=config)
     metrics, test_scores = _evaluate(ensemble, validation, test, booster.current_iteration())
+    reference = drift_reference(ensemble, booster, test_X, names, scores=test_scores, y=test[1])
     return TrainResult(
         booster=booster,
         logreg=logreg,
@@ -95,7 +101,24 @@ def train(data: TrainingData, config: TrainConfig | None = None) -> TrainResult:
         holdout_X=_holdout(data, split, config),
         test_labels=test[1],
         test_scores=test_scores,
+        reference=reference,
     )
+
+
+def drift_reference(
+    ensemble: EnsembleSpec, booster: lgb.Booster, X: np.ndarray, names: Sequence[str], *,
+    scores: dict[str, np.ndarray], y: np.ndarray,
+) -> DriftReference:  # fmt: skip
+    """The test window's distributions and rates, for the drift monitor: the most recent
+    rows training saw, scored out of sample as serving would score them."""
+    ensemble_scores = scores[ENSEMBLE]
+    members = {name: p for name, p in scores.items() if name != ENSEMBLE}
+    flags = ensemble.disagreement(members)
+    actions = action_codes(ensemble_scores, flags, ensemble.thresholds)
+    gains = booster.feature_importance(importance_type="gain")
+    importance = dict(zip(names, (float(g) for g in gains), strict=True))
+    return DriftReference.build(X, names, ensemble_scores, importance=importance,
+                                actions=actions, y=y)  # fmt: skip
 
 
 def _check_windows(windows: list[Window], config: TrainConfig) -> None:
