@@ -44,7 +44,8 @@ def test_the_monitor_triggers_soon_after_amounts_double() -> None:
     run = _run(DriftConfig(at=START + timedelta(days=55), amount_multiplier=2.0))
     assert run.change_at is not None
     first = run.first_trigger()
-    assert first is not None and first.trigger is not None
+    assert first is not None
+    assert first.trigger is not None
     assert run.change_at < first.decisions <= run.change_at + DETECTION_BOUND
     assert first.trigger.detector == "feature_psi"
     assert "feature_psi.amount_log.psi" in first.trigger.evidence
