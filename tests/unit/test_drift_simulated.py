@@ -19,13 +19,13 @@ from fraudstream.training.config import LightGBMParams, TrainConfig
 REPO = Path(__file__).resolve().parents[2]
 WORLD = {"seed": 5, "days": 70, "n_transactions": 420_000, "n_cards": 8_000,
          "n_merchants": 800}  # fmt: skip
-START = SimulationConfig(**WORLD).start  # type: ignore[arg-type]
+START = SimulationConfig(**WORLD).start
 DETECTION_BOUND = 25_000  # decisions after the change point (seen: 17,040)
 
 
 def _run(drift: DriftConfig | None) -> SimulatedRun:
     return simulated_run(
-        SimulationConfig(**WORLD, drift=drift),  # type: ignore[arg-type]
+        SimulationConfig(**WORLD, drift=drift),
         FeatureConfig.from_yaml(REPO / "config" / "features.yaml"),
         train_days=(20.0, 32.0),
         training=TrainConfig(seed=1, lightgbm=LightGBMParams(num_boost_round=60, num_leaves=15)),
