@@ -135,6 +135,15 @@ def test_the_running_scorer_and_the_training_replay_agree_to_the_bit(
     by_id = {d["transaction_id"]: d["score"] for d in decisions}
     online_scores = np.array([by_id[tx.transaction_id] for tx in txs], dtype=np.float64)
     assert np.allclose(online_scores, expected_scores, rtol=0, atol=1e-9)
+    # What the drift monitor sees on each ML decision is the replay's feature values.
+    assert champion.monitored
+    assert "amount_log" in champion.monitored
+    sent = {d["transaction_id"]: (d["path"], d["monitored"]) for d in decisions}
+    for i, tx in enumerate(txs):
+        path, monitored = sent[tx.transaction_id]
+        values = {n: float(offline[i, names.index(n)]) for n in champion.monitored}
+        present = {n: v for n, v in values.items() if not np.isnan(v)}
+        assert monitored == (present if path == "ml" else None), tx.transaction_id
 
 
 def admin_end(make_consumer: Callable[..., Consumer], topic: str, partition: int) -> int:

@@ -23,6 +23,7 @@ from fraudstream.drift.config import MonitorConfig
 from fraudstream.drift.detectors import Alarm
 from fraudstream.drift.join import Seen
 from fraudstream.drift.monitor import Monitor, Observed
+from fraudstream.drift.reference import DriftReference
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import TrainWindow, simulated_history, training_data
@@ -85,9 +86,14 @@ class SimulatedRun:
     """What the monitor raised on a simulated history after the training window."""
 
     fired: list[Fired]
-    decisions: int  # fed to the monitor
+    observed: list[Observed]  # the decisions fed to the monitor
     change_at: int | None  # decisions fed before the simulator's drift began
     monitor: Monitor
+    reference: DriftReference  # the trained model's
+
+    @property
+    def decisions(self) -> int:
+        return len(self.observed)
 
     def first_trigger(self) -> Fired | None:
         return next((f for f in self.fired if f.trigger is not None), None)
@@ -124,4 +130,4 @@ def simulated_run(
     fired = feed(run, decisions, history.labels)
     drift = simulation.drift
     change = int(np.searchsorted(times, drift.at.timestamp())) if drift is not None else None
-    return SimulatedRun(fired, len(decisions), change, run)
+    return SimulatedRun(fired, decisions, change, run, result.reference)
