@@ -329,6 +329,21 @@ def scorer_command() -> None:
     serve()
 
 
+@cli.group("drift")
+def drift_group() -> None:
+    """The drift monitor (README "Drift monitor")."""
+
+
+@drift_group.command("monitor")
+def drift_monitor() -> None:
+    """Run the drift monitor on fraud.decisions and fraud.labels (settings from the
+    environment, FRAUD_DRIFT_*; SIGTERM stops it)."""
+    from fraudstream.drift import service  # noqa: PLC0415 - loads faust
+
+    logging.getLogger().setLevel(logging.INFO)
+    service.run(service.DriftSettings())
+
+
 @cli.group("rules")
 def rules_group() -> None:
     """Rule packs: validate before the scorer reloads them."""

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fraudstream.contracts import (
+    Action,
+    Decision,
+    DecisionPath,
+    Label,
+    LabelSource,
+    Verdict,
+    encode,
+)
 from fraudstream.drift.config import (
     DebounceConfig,
     ErrorConfig,
@@ -26,6 +36,7 @@ from fraudstream.drift.detectors import (
 from fraudstream.drift.join import APPROVE, DECLINE, Held, LabelJoin, Seen
 from fraudstream.drift.monitor import Debouncer, Monitor, Observed
 from fraudstream.drift.reference import Distribution, DriftReference
+from fraudstream.drift.service import DriftMetrics, observe, read_labels
 from fraudstream.errors import ConfigurationError
 from fraudstream.features.state import DAY
 
@@ -55,8 +66,8 @@ def test_a_column_of_repeated_values_keeps_strictly_increasing_edges() -> None:
     assert reference.edges == (1.0,)
     assert reference.shares == pytest.approx((0.9, 0.1))
     assert reference.psi(np.concatenate([np.zeros(500), np.ones(500)])) > 0.25
-    constant = Distribution.of(np.full(100, 4.0))
-    assert constant.edges == ()
+    constant = Distribution.of(np.full(100, 4.0))  # a value it never had still shows
+    assert constant.psi(np.full(10, 5.0)) > 0.25
     assert constant.psi(np.full(10, 4.0)) == 0.0
 
 
@@ -249,3 +260,26 @@ def test_the_repository_drift_config_loads_and_bad_ones_are_refused(tmp_path: Pa
         MonitorConfig.from_yaml(bad)
     with pytest.raises(ConfigurationError, match="does not exist"):
         MonitorConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_the_service_reads_ml_decisions_and_labels_and_counts_the_rest() -> None:
+    at = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    ml = Decision(transaction_id="t1", card_token="tok", action=Action.DECLINE, score=0.9,
+                  model_version="v1", path=DecisionPath.ML, event_time=at, decided_at=at,
+                  latency_ms=3.0, monitored={"amount_log": 4.2})  # fmt: skip
+    rules = ml.model_copy(update={"path": DecisionPath.RULES, "score": None})
+    metrics = DriftMetrics()
+    seen = observe([encode(ml), encode(rules), b"{not json", None], metrics)
+    assert [(o.seen.transaction_id, o.seen.action, o.features) for o in seen] == [
+        ("t1", DECLINE, {"amount_log": 4.2})
+    ]
+    label = Label(transaction_id="t1", verdict=Verdict.FRAUD, source=LabelSource.REVIEWER,
+                  labelled_at=at)  # fmt: skip
+    assert read_labels([encode(label), b"[]"], metrics) == [("t1", True, at.timestamp())]
+    counts = {
+        tuple(s.labels.values()): s.value
+        for m in metrics.records.collect() for s in m.samples if s.name.endswith("_total")
+    }  # fmt: skip
+    assert counts == {("decisions", "ml"): 1.0, ("decisions", "not_ml"): 1.0,
+                      ("decisions", "invalid"): 2.0, ("labels", "ok"): 1.0,
+                      ("labels", "invalid"): 1.0}  # fmt: skip

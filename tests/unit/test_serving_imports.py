@@ -16,7 +16,7 @@ TRAINING_ONLY = (
 def test_the_scorer_imports_no_training_only_module() -> None:
     probe = (
         "import sys, fraudstream.scoring.service, fraudstream.state_cli, "
-        "fraudstream.history.archiver\n"
+        "fraudstream.history.archiver, fraudstream.drift.service\n"
         f"print(sorted(m for m in sys.modules if m.startswith({TRAINING_ONLY!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -63,6 +63,8 @@ class Distribution(BaseModel):
         # An edge at the minimum would leave its left bin empty for ever: drop it.
         if len(present) and len(edges) and edges[0] <= present.min():
             edges = edges[1:]
+        if len(present) and not len(edges):  # constant: any other value must show
+            edges = np.array([np.nextafter(present.max(), np.inf)])
         counts = bin_counts(edges, present)
         n = max(len(values), 1)
         return cls(
