@@ -25,6 +25,7 @@ from fraudstream.features.spec import catalog
 from fraudstream.history.backtest_cli import backtest_command, rules_backtest_command
 from fraudstream.localstack.stack import LocalStack, resolve_endpoints
 from fraudstream.registry.cli import models
+from fraudstream.retrain.cli import retrain_command, trainer_command
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.rules.model import ListEntity, ListName, RulePackDoc
@@ -402,6 +403,8 @@ def archive_command(compact: bool) -> None:
 
 
 cli.add_command(train_command)
+cli.add_command(trainer_command)
+cli.add_command(retrain_command)
 cli.add_command(evaluate_command)
 cli.add_command(state_group)
 cli.add_command(backtest_command)

@@ -139,6 +139,7 @@ def train_and_register(
     promote_if_no_champion: bool = True,
     times: StageTimes | None = None,
     window: TrainWindow | None = None,
+    note: str | None = None,
 ) -> TrainOutcome:
     """Features, training, export with parity check, registry entry (and first promotion).
     With `window`, features are computed over the whole history and only its rows train."""
@@ -154,7 +155,8 @@ def train_and_register(
                 "immature_rows": immature}  # fmt: skip
     result = dataclasses.replace(result, info=result.info.model_copy(update=recorded))
     started = times.record("train", started)
-    version = registry.register(name, result, note=f"{len(history)} transactions")
+    note = note or f"{len(history)} transactions"
+    version = registry.register(name, result, note=note)
     times.record("export_and_register", started)
     promoted = promote_if_no_champion and registry.champion(name) is None
     if promoted:

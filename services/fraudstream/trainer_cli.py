@@ -7,14 +7,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
-from pydantic import ValidationError
 
 from fraudstream.datasets import LabelledHistory, load_labelled
-from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.history.rows import EPOCH
 from fraudstream.registry import Registry
@@ -25,7 +21,7 @@ from fraudstream.trainer import (
     simulated_history_and_scenarios,
     train_and_register,
 )
-from fraudstream.training.config import TrainConfig
+from fraudstream.training.config import train_config
 
 DEFAULT_FEATURES = Path("config/features.yaml")
 
@@ -169,29 +165,6 @@ def train_command(
     state = "champion" if outcome.promoted else outcome.version.stage.value
     click.echo(f"registered {name} {outcome.version.version} ({state}) at {outcome.version.path}")
     click.echo(f"model card: {outcome.version.path / 'MODEL_CARD.md'}")
-
-
-def train_config(
-    path: Path | None, *, review_budget: float | None = None,
-    decline_precision: float | None = None, seed: int | None = None,
-) -> TrainConfig:  # fmt: skip
-    """The configuration in `path` (defaults without one), with the given values over it."""
-    base: dict[str, Any] = {}
-    if path is not None:
-        try:
-            base = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(f"cannot read training config {path}: {exc}") from exc
-        if not isinstance(base, dict):
-            raise ConfigurationError(f"{path}: a training config is a mapping of settings")
-    given = {"review_budget": review_budget, "target_decline_precision": decline_precision,
-             "seed": seed}  # fmt: skip
-    try:
-        return TrainConfig.model_validate(
-            {**base, **{k: v for k, v in given.items() if v is not None}}
-        )
-    except ValidationError as exc:
-        raise invalid(f"{path or 'options'}: invalid training config", exc) from exc
 
 
 def _window(start: datetime | None, end: datetime | None, mature_days: float) -> TrainWindow | None:

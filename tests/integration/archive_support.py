@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -13,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 
 from fraudstream.history.archiver import PROGRESS_DIR
 from fraudstream.localstack.stack import Endpoints
-from tests.integration.scorer_support import deployment_env
+from tests.integration.scorer_support import deployment_env, start_module
 from tests.waiting import await_condition
 
 
@@ -36,11 +34,7 @@ def archiver_env(
 
 
 def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fraudstream.history.archiver"],
-            env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    return start_module("fraudstream.history.archiver", env, log)
 
 
 def archived_rows(root: Path) -> dict[str, list[tuple[int, int, str]]]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -139,3 +142,27 @@ def assert_state_matches_a_clean_pass(env: dict[str, str]) -> None:
         != {p: np.array(v).tobytes() for p, v in loaded.states.get(key, {}).items()}
     ]  # fmt: skip
     assert not wrong, f"{len(wrong)} of {len(expected)} entities differ, e.g. {wrong[:3]}"
+
+
+def start_module(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m module` with `env` over ours, its output appended to `log`."""
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def logged_port(log: Path, marker: str) -> int:
+    """The port a service logged on its line containing `marker` (`...:<port>` or
+    `... <port>` at the end of the line)."""
+    for line in log.read_text().splitlines():
+        if marker in line:
+            return int(line.replace(":", " ").rsplit(" ", 1)[-1])
+    raise AssertionError(f"no line with {marker!r} in {log}")
+
+
+def scrape_metrics(port: int) -> str:
+    """The text of a local service's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())

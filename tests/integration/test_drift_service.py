@@ -4,11 +4,7 @@ moved far from the champion's reference produce one severe retraining trigger on
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,18 +27,16 @@ from fraudstream.drift.reference import DriftReference
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry
 from tests.integration.conftest import consume_n
-from tests.integration.scorer_support import deployment_env, settings_from_env
+from tests.integration.scorer_support import (
+    deployment_env,
+    logged_port,
+    scrape_metrics,
+    settings_from_env,
+    start_module,
+)
 from tests.waiting import await_condition
 
 pytestmark = pytest.mark.integration
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fraudstream.drift.service"],
-            env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
 
 
 def _decision(i: int, version: str, at: datetime, monitored: dict[str, float]) -> Decision:
@@ -76,7 +70,7 @@ def test_shifted_inputs_raise_one_trigger_and_labels_join(  # noqa: PLR0917 - fi
     retrain = make_consumer(settings.topic_retrain)
     producer = make_producer()
     log = tmp_path / "drift.log"
-    proc = _start(env, log)
+    proc = start_module("fraudstream.drift.service", env, log)
     try:
         await_condition(lambda: "Ready" in log.read_text() or proc.poll() is not None, 90,
                         what="the faust worker to start")  # fmt: skip
@@ -101,24 +95,12 @@ def test_shifted_inputs_raise_one_trigger_and_labels_join(  # noqa: PLR0917 - fi
         assert trigger.feature in names
         assert {f"feature_psi.{n}.psi" for n in names} <= set(trigger.evidence)
         assert not consume_n(retrain, 1, 3)  # debounced: one trigger for one shift
-        port = _metrics_port(log)
+        port = logged_port(log, "drift monitor metrics on port")
         await_condition(lambda: 'fraud_drift_label_joins{outcome="joined"} 1.0'
-                        in _scrape(port), 30, what="the label to join")  # fmt: skip
-        metrics = _scrape(port)
+                        in scrape_metrics(port), 30, what="the label to join")  # fmt: skip
+        metrics = scrape_metrics(port)
         assert "fraud_retrain_triggers_total 1.0" in metrics
         assert f'fraud_drift_detected{{detector="feature_psi",feature="{names[0]}"' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-
-
-def _metrics_port(log: Path) -> int:
-    for line in log.read_text().splitlines():
-        if "drift monitor metrics on port" in line:
-            return int(line.rsplit(" ", 1)[-1])
-    raise AssertionError("no metrics port in the log")
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())

@@ -18,8 +18,7 @@ from fraudstream.features.pipeline import FeaturePipeline, replay
 from fraudstream.registry import Registry, Stage
 from fraudstream.simulator import SimulationConfig, simulate, write
 from fraudstream.trainer import simulated_history
-from fraudstream.trainer_cli import train_config
-from fraudstream.training.config import LightGBMParams, TrainConfig
+from fraudstream.training.config import LightGBMParams, TrainConfig, train_config
 from fraudstream.training.data import FeatureSpecDoc, feature_spec_of
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,6 +15,7 @@ CARD_FILE = "MODEL_CARD.md"
 PR_CURVE_FILE = "pr_curve.png"
 MANIFEST_FILE = "manifest.json"
 STAGES_FILE = "stages.json"
+EVALUATIONS_DIR = "evaluations"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v\d{8}-\d{6}-[0-9a-f]{8}$")

@@ -21,6 +21,7 @@ from fraudstream.registry.compare import Comparison, score_version
 from fraudstream.registry.errors import ChecksumError, ModelNotFoundError, RegistryError
 from fraudstream.registry.files import locked, mismatched_files, write_atomic
 from fraudstream.registry.layout import (
+    EVALUATIONS_DIR,
     MANIFEST_FILE,
     METRICS_FILE,
     STAGES_FILE,
@@ -257,6 +258,20 @@ class Registry:
         return Comparison(
             model_name=name, a=v1, b=v2, rows=len(y), frauds=int(np.sum(y)), metrics=metrics
         )
+
+    def record_evaluation(self, name: str, version: str, document: str) -> Path:
+        """Keep an evaluation of `version` (JSON) beside it in `evaluations/<version>.json`:
+        a claim about the version on some data, so outside its sealed directory."""
+        self.get(name, version)
+        path = self._model_dir(name) / EVALUATIONS_DIR / f"{version}.json"
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, document.encode())
+        return path
+
+    def evaluation(self, name: str, version: str) -> str | None:
+        """The evaluation recorded for `version` (JSON text), if any."""
+        path = self._model_dir(name) / EVALUATIONS_DIR / f"{version}.json"
+        return path.read_text(encoding="utf-8") if path.is_file() else None
 
     # ---- internals ----
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fraudstream.errors import ConfigurationError, invalid
 
 Share = float
 
@@ -104,3 +108,26 @@ class TrainConfig(BaseModel):
         if min(self.split_fractions) <= 0 or not math.isclose(sum(self.split_fractions), 1.0):
             raise ValueError("split_fractions must be three positive shares summing to 1")
         return self
+
+
+def train_config(
+    path: Path | None, *, review_budget: float | None = None,
+    decline_precision: float | None = None, seed: int | None = None,
+) -> TrainConfig:  # fmt: skip
+    """The configuration in `path` (defaults without one), with the given values over it."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        try:
+            base = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"cannot read training config {path}: {exc}") from exc
+        if not isinstance(base, dict):
+            raise ConfigurationError(f"{path}: a training config is a mapping of settings")
+    given = {"review_budget": review_budget, "target_decline_precision": decline_precision,
+             "seed": seed}  # fmt: skip
+    try:
+        return TrainConfig.model_validate(
+            {**base, **{k: v for k, v in given.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise invalid(f"{path or 'options'}: invalid training config", exc) from exc
