@@ -20,6 +20,7 @@ from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry, Stage
 from fraudstream.retrain.cli import manual_trigger
 from fraudstream.retrain.job import Evaluation
+from fraudstream.retrain.policy import PromotionConfig
 from fraudstream.simulator import SimulationConfig, simulate
 from fraudstream.simulator.archive import archive_tables, write_topic
 from tests.integration.conftest import consume_n
@@ -69,6 +70,7 @@ def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # n
         FRAUD_TRAINER_METRICS_PORT="0", FRAUD_TRAINER_TRAIN_DAYS="10",
         FRAUD_TRAINER_EVAL_DAYS="4", FRAUD_TRAINER_WARMUP_DAYS="3",
         FRAUD_TRAINER_MATURE_DAYS="1", FRAUD_TRAINER_MIN_FRAUDS="20",
+        FRAUD_TRAINER_CHECK_S="0.5",
     )  # fmt: skip
     settings = settings_from_env(env)
     _archive(tmp_path / "archive", env, datetime.now(UTC))
@@ -87,13 +89,11 @@ def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # n
                         or proc.poll() is not None, 60, what="the job to start")  # fmt: skip
         producer.produce(settings.topic_retrain, encode(second), key=b"fraud")
         assert producer.flush(30) == 0
-        got = consume_n(models, 1, 180)
-        assert len(got) == 1, log.read_text()[-3000:]
-        event = ModelEvent.model_validate_json(got[0].value() or b"")
+        got = consume_n(models, 2, 180)
+        assert len(got) == 2, log.read_text()[-3000:]
+        event, step = (ModelEvent.model_validate_json(m.value() or b"") for m in got)
         assert event.event is ModelEventType.REGISTERED
         assert first.trigger_id in event.note
-        version = registry.get("fraud", event.version)
-        assert version.stage is Stage.CANDIDATE
         text = registry.evaluation("fraud", event.version)
         assert text is not None
         evaluation = Evaluation.model_validate_json(text)
@@ -103,6 +103,15 @@ def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # n
         assert evaluation.challenger.decisions == evaluation.champion.decisions > 0
         assert evaluation.recall_difference is not None
         assert evaluation.recall_difference["low"] <= evaluation.recall_difference["high"]
+        # The promotion policy's first step follows: shadow, or retired when clearly worse.
+        worse = evaluation.recall_difference["high"] < -PromotionConfig().offline.max_recall_loss
+        assert step.version == event.version
+        assert step.event is (ModelEventType.RETIRED if worse else ModelEventType.SHADOW)
+        assert step.actor == "trainer"
+        assert "offline recall difference" in step.note
+        assert registry.get("fraud", event.version).stage is (
+            Stage.RETIRED if worse else Stage.SHADOW
+        )
         metrics = scrape_metrics(logged_port(log, "metrics on http"))
         assert 'fraud_trainer_runs_total{outcome="registered"} 1.0' in metrics
         assert 'fraud_trainer_triggers_total{outcome="coalesced"} 1.0' in metrics

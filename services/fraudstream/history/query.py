@@ -169,6 +169,15 @@ class Archive:
         `labelled_at` order."""
         return self._query(_FRAUD_LABELS_SQL, {"as_of": _utc("as_of", as_of)})
 
+    def served_since(self, since: datetime, as_of: datetime) -> pa.Table:
+        """Decisions made at or after `since` (their `decided_at`), each with the label
+        known as of `as_of`: `transaction_id`, `event_time`, `decided_at`, `action`,
+        `model_version`, `shadow_model_version`, `labelled` and `is_fraud` (as in
+        `labelled_history`). What the promotion policy judges shadow and canary traffic
+        on; ordered by `decided_at`, then transaction id."""
+        params = {"since": _utc("since", since), "as_of": _utc("as_of", as_of)}
+        return self._query(_SERVED_SQL, params)
+
     def newest_transaction_time(self) -> datetime | None:
         """The latest `event_time` in the archive (None when it has no transactions)."""
         found = self._query("SELECT max(event_time) AS newest FROM transactions", {})
@@ -295,6 +304,21 @@ _TIMELINE_SQL = _joined(
     "card_token = $card", "true", "t.event_time DESC, t.transaction_id DESC", "LIMIT $limit"
 )
 _LABELS_SQL = _latest_labels()
+_SERVED_SQL = f"""
+    WITH d AS (
+        SELECT * FROM decisions WHERE decided_at >= $since
+        QUALIFY row_number() OVER (PARTITION BY transaction_id {_FIRST}) = 1
+    ),
+    l AS (
+        SELECT * FROM labels SEMI JOIN d USING (transaction_id) WHERE labelled_at <= $as_of
+        QUALIFY row_number() OVER (PARTITION BY transaction_id {_LATEST}) = 1
+    )
+    SELECT d.transaction_id, d.event_time, d.decided_at, d.action, d.model_version,
+           d.shadow_model_version, l.transaction_id IS NOT NULL AS labelled,
+           {_is_fraud("l.verdict")}
+    FROM d LEFT JOIN l USING (transaction_id)
+    ORDER BY d.decided_at, d.transaction_id
+"""  # noqa: S608
 _FRAUD_LABELS_SQL = """
     SELECT transaction_id, merchant_id, device_id, ip, event_time, labelled_at, kafka_timestamp
     FROM labels

@@ -36,6 +36,7 @@ from fraudstream.observability.http import HealthState, serve
 from fraudstream.observability.process import run_service, stop_on_signals
 from fraudstream.registry import ModelNotFoundError, Registry
 from fraudstream.retrain.job import Evaluation, RetrainResult, retrain
+from fraudstream.retrain.policy import PromotionPolicy
 from fraudstream.retrain.settings import TrainerSettings
 
 _log = logging.getLogger(__name__)
@@ -267,10 +268,12 @@ def _default_job(
 
 
 def serve_trainer(settings: TrainerSettings | None = None, policy: Policy | None = None) -> None:
-    """Run the trainer until SIGTERM/SIGINT. A job still running is abandoned
-    uncommitted, so its triggers are read again after the restart."""
+    """Run the trainer until SIGTERM/SIGINT, with `policy` (default: the promotion policy
+    of `settings.promotion_config`). A job still running is abandoned uncommitted, so its
+    triggers are read again after the restart."""
     stop = stop_on_signals(_log, "stopping (a running job is abandoned and redone on restart)")
     settings = settings or TrainerSettings()
+    policy = policy or PromotionPolicy.from_settings(settings)
     endpoints = resolve_endpoints(settings)
     consumer = kafka_clients.consumer(settings, endpoints.kafka_bootstrap,
                                       settings.trainer_group_id)  # fmt: skip

@@ -34,6 +34,10 @@ class TrainerSettings(CommonSettings):
     promotion_config: Path = Field(
         default=Path("config/promotion.yaml"), description="The promotion policy."
     )
+    drift_config: Path = Field(
+        default=Path("config/drift.yaml"),
+        description="The monitor's settings: its precision alert rolls back on probation.",
+    )
     trainer_group_id: str = Field(default="fraud-trainer", description="Consumer group.")
     trainer_train_days: float = Field(default=30.0, gt=0, le=366)
     trainer_eval_days: float = Field(default=7.0, gt=0, le=366)
