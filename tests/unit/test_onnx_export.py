@@ -143,3 +143,21 @@ def test_thresholds_snap_to_float32_without_changing_predictions() -> None:
     ]
     assert thresholds
     assert all(float(np.float32(t)) == t for t in thresholds)
+
+
+def test_only_float_noise_at_a_threshold_may_change_a_decision(
+    exported: tuple[Path, dict[str, ParityResult]],
+) -> None:
+    served = OnnxEnsemble.load(exported[0])
+    t = served.thresholds
+    members = {m.name: np.full(200, 0.01) for m in served.spec.members}
+    expected = np.full(200, t.review / 2)  # all approved
+    check = export._check_same_decisions
+    noisy = expected.copy()
+    noisy[0] = t.review  # one row of 200 crosses the review threshold: boundary noise
+    check(served, noisy, members, expected, members)
+    noisy[:3] = t.review  # 1.5 % of rows: more than noise
+    with pytest.raises(ExportError, match=r"3 of 200 held-out rows get another decision"):
+        check(served, noisy, members, expected, members)
+    moved = np.full(200, t.decline + 0.01)  # both sides above decline: same decision
+    check(served, moved, members, moved.copy(), members)
