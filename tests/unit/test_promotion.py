@@ -44,8 +44,8 @@ STAGE = CanaryStage(min_frauds=50, min_declines=30, label_wait_hours=0)
 
 
 def _arm(frauds: int, caught: int, declines: int, reviews: int = 0, n: int = 10_000) -> Arm:
-    return Arm(decisions=n, declines=declines, reviews=reviews, frauds=frauds,
-               fraud_declined=caught)  # fmt: skip
+    return Arm(decisions=n, reviews=reviews, fraud_cards=frauds, declined_cards=declines,
+               caught_cards=caught)  # fmt: skip
 
 
 def test_config_file_holds_the_defaults() -> None:
@@ -89,7 +89,7 @@ def test_the_canary_is_judged_once_at_the_planned_sample_or_retired_on_timeout()
     timeout = canary_step("v2", better, champion, 0.02, hours=STAGE.max_hours, stage=STAGE)
     assert timeout is not None
     assert timeout.stage is Stage.RETIRED
-    assert "49 and 60 labelled frauds of 50, 45 and 35 declines of 30" in timeout.note
+    assert "49 and 60 fraud cards of 50, 45 and 35 declined cards of 30" in timeout.note
     step = canary_step("v2", _arm(50, 45, 48), champion, 0.02, hours=1, stage=STAGE)
     assert step is not None
     assert step.stage is Stage.CHAMPION
@@ -154,9 +154,9 @@ class Served:
 
     def add(self, tid: str, *, at: datetime, version: str, action: Action = Action.APPROVE,
             shadow: str | None = None, verdict: Verdict | None = None,
-            labelled_at: datetime | None = None) -> None:  # fmt: skip
+            labelled_at: datetime | None = None, card: str | None = None) -> None:  # fmt: skip
         self.decisions.append(Decision(
-            transaction_id=tid, card_token="card-0001", action=action, score=0.5,
+            transaction_id=tid, card_token=card or f"card-{tid}", action=action, score=0.5,
             model_version=version, shadow_model_version=shadow,
             shadow_score=0.5 if shadow else None, path=DecisionPath.ML, event_time=at,
             decided_at=at, latency_ms=5.0,
@@ -180,10 +180,12 @@ def _table(contract: type[Decision] | type[Label], rows: list[Decision] | list[L
 
 def test_arms_count_old_enough_decisions_with_the_labels_known_now() -> None:
     served = Served([], [])
-    for i in range(10):  # v1: 4 frauds, 2 declined; 1 legit decline; 1 review
+    for i in range(10):  # v1: 4 frauds on 2 cards, one's 2 declined; 1 legit decline; 1 review
         action = Action.DECLINE if i in (0, 1, 9) else Action.REVIEW if i == 8 else Action.APPROVE
         verdict = Verdict.FRAUD if i < 4 else Verdict.LEGIT if i == 9 else None
-        served.add(f"a{i}", at=T0 + i * HOUR, version="v1", action=action, verdict=verdict)
+        card = "card-x" if i < 2 else "card-y" if i < 4 else None
+        served.add(f"a{i}", at=T0 + i * HOUR, version="v1", action=action, verdict=verdict,
+                   card=card)  # fmt: skip
     served.add("late", at=T0, version="v1", verdict=Verdict.FRAUD, labelled_at=T0 + 99 * HOUR)
     served.add("young", at=T0 + 30 * HOUR, version="v1", action=Action.DECLINE,
                verdict=Verdict.FRAUD)  # fmt: skip
@@ -192,11 +194,12 @@ def test_arms_count_old_enough_decisions_with_the_labels_known_now() -> None:
         rows = archive.served_since(T0, as_of=T0 + 40 * HOUR)
         assert rows.num_rows == 13
         assert rows["decided_at"].to_pylist() == sorted(rows["decided_at"].to_pylist())
-        # `young` is within 20 h of the newest event: it waits for its label.
+        # `young` is within 20 h of the newest event: it waits for its label. Cards count:
+        # card-x (two frauds, both declined) is one fraud card, declined and caught.
         assert arm(rows, "v1", timedelta(hours=20)) == Arm(
-            decisions=11, declines=3, reviews=1, frauds=4, fraud_declined=2
+            decisions=11, reviews=1, fraud_cards=2, declined_cards=2, caught_cards=1
         )
-        assert arm(rows, "v2", timedelta(hours=20)) == Arm(1, 1, 0, 0, 0)
+        assert arm(rows, "v2", timedelta(hours=20)) == Arm(1, 0, 0, 1, 0)
         assert shadow_scored(rows, "v3") == 1
         assert archive.served_since(T0 + 9 * HOUR, as_of=T0).num_rows == 2
         # Settled declines: labelled ones, and unlabelled ones past the label TTL.

@@ -299,6 +299,25 @@ def test_cli(
     assert json.loads(run("rollback", NAME))["version"] == a
     assert json.loads(run("promote", NAME, b, "--stage", "shadow"))["event"] == "shadow"
     assert json.loads(run("retire", NAME, b))["event"] == "retired"
+    lines = run("history", NAME).splitlines()
+    assert lines[0] == "at (UTC)\tevent\tversion\tactor\tnote"
+    assert [line.split("\t")[1:3] for line in lines[1:4]] == [
+        ["registered", a],
+        ["registered", b],
+        ["promoted", a],
+    ]
+    assert "canary (0.2 of cards)" in lines[4]
+    assert lines[-1].split("\t")[1:4] == ["retired", b, "operator"]
+    assert all(f"\t{b}\t" in line for line in run("history", NAME, "--version", b).splitlines()[1:])
+    assert "evaluation" not in run("show", NAME, b)
+    registry.record_evaluation(NAME, b, json.dumps({
+        "window_start": "2026-03-01T00:00:00Z", "window_end": "2026-03-08T00:00:00Z",
+        "challenger": {"version": b, "decisions": 5000, "recall": 0.61,
+                       "decline_precision": 0.8, "review_rate": 0.01},
+        "champion": None, "recall_difference": None,
+    }))  # fmt: skip
+    assert (f"evaluation 2026-03-01..2026-03-08 (5,000 transactions): challenger {b}: recall "
+            "0.610") in run("show", NAME, b)  # fmt: skip
     failed = runner.invoke(models, ["--registry", str(registry.root), "rollback", NAME])
     assert failed.exit_code == 1
     assert "no earlier champion" in failed.output

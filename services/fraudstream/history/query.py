@@ -171,8 +171,8 @@ class Archive:
 
     def served_since(self, since: datetime, as_of: datetime) -> pa.Table:
         """Decisions made at or after `since` (their `decided_at`), each with the label
-        known as of `as_of`: `transaction_id`, `event_time`, `decided_at`, `action`,
-        `model_version`, `shadow_model_version`, `labelled` and `is_fraud` (as in
+        known as of `as_of`: `transaction_id`, `card_token`, `event_time`, `decided_at`,
+        `action`, `model_version`, `shadow_model_version`, `labelled` and `is_fraud` (as in
         `labelled_history`). What the promotion policy judges shadow and canary traffic
         on; ordered by `decided_at`, then transaction id."""
         params = {"since": _utc("since", since), "as_of": _utc("as_of", as_of)}
@@ -313,7 +313,8 @@ _SERVED_SQL = f"""
         SELECT * FROM labels SEMI JOIN d USING (transaction_id) WHERE labelled_at <= $as_of
         QUALIFY row_number() OVER (PARTITION BY transaction_id {_LATEST}) = 1
     )
-    SELECT d.transaction_id, d.event_time, d.decided_at, d.action, d.model_version,
+    SELECT d.transaction_id, d.card_token, d.event_time, d.decided_at, d.action,
+           d.model_version,
            d.shadow_model_version, l.transaction_id IS NOT NULL AS labelled,
            {_is_fraud("l.verdict")}
     FROM d LEFT JOIN l USING (transaction_id)

@@ -1,4 +1,5 @@
-"""`fraudctl models`: list, show, compare, promote, retire and roll back model versions.
+"""`fraudctl models`: list, show, compare, promote, retire and roll back model versions,
+and the history of every stage change (people's and the trainer's).
 
 Attach with `cli.add_command(models)`. The registry root is `--registry`, else
 `FRAUD_REGISTRY_DIR`, else `models`. Stage changes print the `ModelEvent` as JSON.
@@ -7,8 +8,10 @@ Attach with `cli.add_command(models)`. The registry root is `--registry`, else
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -100,7 +103,48 @@ def show(registry: Registry, name: str, version: str, as_json: bool) -> None:
     """Show VERSION of NAME: stage, data windows, thresholds, metrics, parity."""
     with _errors():
         details = registry.show(name, version)
-    click.echo(details.model_dump_json(indent=2) if as_json else _summary(details))
+        evaluation = registry.evaluation(name, version)
+    if as_json:
+        click.echo(details.model_dump_json(indent=2))
+        return
+    click.echo(_summary(details))
+    if evaluation is not None:
+        click.echo(_evaluation_line(json.loads(evaluation)))
+
+
+def _evaluation_line(doc: dict[str, Any]) -> str:
+    """The trainer's comparison with the champion (`retrain.job.Evaluation`), in one line."""
+
+    def side(role: str) -> str:
+        s = doc.get(role)
+        if not s:
+            return f"{role}: none"
+        return (f"{role} {s['version']}: recall {s['recall']:.3f}, decline precision "
+                f"{fmt(s['decline_precision'])}, review {s['review_rate']:.2%}")  # fmt: skip
+
+    d = doc.get("recall_difference")
+    diff = "" if not d else (f"; recall difference {d['estimate']:+.3f} [{d['low']:+.3f}, "
+                             f"{d['high']:+.3f}] at {d['confidence']:.0%}")  # fmt: skip
+    return (f"evaluation {doc['window_start'][:10]}..{doc['window_end'][:10]} "
+            f"({doc['challenger']['decisions']:,} transactions): {side('challenger')}; "
+            f"{side('champion')}{diff}")  # fmt: skip
+
+
+@models.command()
+@click.argument("name")
+@click.option("--version", "only", default=None, help="Only this version's events.")
+@pass_registry
+def history(registry: Registry, name: str, only: str | None) -> None:
+    """Every stage change of NAME, oldest first: when, what, who, and the note."""
+    with _errors():
+        events = registry.events(name)
+    click.echo("at (UTC)\tevent\tversion\tactor\tnote")
+    for e in events:
+        if only is not None and e.version != only:
+            continue
+        share = f" ({e.canary_share:g} of cards)" if e.canary_share is not None else ""
+        click.echo(f"{e.at:%Y-%m-%d %H:%M:%S}\t{e.event.value}{share}\t{e.version}\t"
+                   f"{e.actor}\t{e.note}")  # fmt: skip
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -14,15 +14,20 @@ it is an event on `fraud.models` and a line in `fraudctl models history`.
   its latest settled declines below the floor, a decline settling when labelled or after
   `join.ttl_days`), judged on the archive rather than on the monitor's state.
 
-The canary test. Cards are split between canary and champion by a hash, so the two
-arms over the same period are independent samples. A decision counts once its event
-time is `canary.label_wait_hours` behind the newest one (younger ones mostly lack their
-label yet); labels are those known now, and an unlabelled decision counts as legitimate
-on both arms alike. When each arm holds `canary.min_frauds` labelled frauds and
-`canary.min_declines` declines, the test runs, once: the canary is promoted when, at
+The canary test. Cards are split between canary and champion by a hash, so the card is
+the unit of the experiment: each arm's cards are an independent sample, while one card's
+payments are not (a fraud incident is several payments of one card, and the first run
+of tests/integration/test_retraining_loop.py had 14 of 15 frauds on one arm). So each arm
+counts cards: fraud cards (with a labelled fraud), declined cards, and caught cards (a
+fraud of theirs declined); recall is caught / fraud cards, decline precision caught /
+declined cards. A decision counts once its event time is `canary.label_wait_hours`
+behind the newest one (younger ones mostly lack their label yet); labels are those
+known now, and an unlabelled decision counts as legitimate on both arms alike. When each
+arm holds `canary.min_frauds` fraud cards and `canary.min_declines` declined cards, the
+test runs, once: the canary is promoted when, at
 `canary.confidence`, the lower bound of Newcombe's interval on the recall difference
-(canary - champion) exceeds `canary.recall_margin`, the lower bound on the
-decline-precision difference exceeds `-canary.precision_tolerance` and the canary's review
+(canary - champion) is at least `canary.recall_margin`, the lower bound on the
+decline-precision difference at least `-canary.precision_tolerance`, and the canary's review
 rate stays within the champion's review budget times `1 + canary.review_tolerance`;
 otherwise it is retired. One planned look keeps the
 stated confidence: re-testing at every check until an interval happens to clear would
@@ -85,8 +90,8 @@ class CanaryStage(_Frozen):
     label_wait_hours: float = Field(
         default=72.0, ge=0, description="Decisions this much younger than the newest wait."
     )
-    min_frauds: int = Field(default=200, ge=1, description="Labelled frauds per arm to test.")
-    min_declines: int = Field(default=300, ge=1, description="And declines per arm.")
+    min_frauds: int = Field(default=200, ge=1, description="Fraud cards per arm to test.")
+    min_declines: int = Field(default=300, ge=0, description="And declined cards per arm.")
     confidence: float = Field(default=0.95, gt=0, lt=1)
     recall_margin: float = Field(
         default=0.0, ge=-1, le=1, description="Recall gain the interval's lower bound must beat."
@@ -140,13 +145,14 @@ class Step:
 
 @dataclass(frozen=True)
 class Arm:
-    """One model's decisions on canary traffic, with the labels known now."""
+    """One model's decisions on canary traffic, with the labels known now: payments for
+    the review rate, cards (the unit the traffic is split by) for recall and precision."""
 
     decisions: int
-    declines: int
     reviews: int
-    frauds: int
-    fraud_declined: int
+    fraud_cards: int  # with a labelled fraud
+    declined_cards: int  # with a decline
+    caught_cards: int  # with a labelled fraud declined
 
     @property
     def review_rate(self) -> float:
@@ -166,8 +172,8 @@ class CanaryTest:
 
     def describe(self) -> str:
         r, p = self.recall, self.precision
-        return (f"canary test at {r.confidence:.0%} on {self.canary.frauds}+"
-                f"{self.champion.frauds} labelled frauds: recall {r.estimate:+.3f} "
+        return (f"canary test at {r.confidence:.0%} on {self.canary.fraud_cards}+"
+                f"{self.champion.fraud_cards} fraud cards: recall {r.estimate:+.3f} "
                 f"[{r.low:+.3f}, {r.high:+.3f}], decline precision {p.estimate:+.3f} "
                 f"[{p.low:+.3f}, {p.high:+.3f}], review rate {self.canary.review_rate:.2%} "
                 f"(limit {self.review_limit:.2%})")  # fmt: skip
@@ -201,12 +207,12 @@ def shadow_step(version: str, scored: int, hours: float, stage: ShadowStage,
 
 def canary_test(canary: Arm, champion: Arm, review_budget: float, stage: CanaryStage) -> CanaryTest:
     """The test of the module docstring on two arms' counts."""
-    recall = difference(champion.fraud_declined, champion.frauds, canary.fraud_declined,
-                        canary.frauds, stage.confidence)  # fmt: skip
-    precision = difference(champion.fraud_declined, champion.declines, canary.fraud_declined,
-                           canary.declines, stage.confidence)  # fmt: skip
+    recall = difference(champion.caught_cards, champion.fraud_cards, canary.caught_cards,
+                        canary.fraud_cards, stage.confidence)  # fmt: skip
+    precision = difference(champion.caught_cards, champion.declined_cards, canary.caught_cards,
+                           canary.declined_cards, stage.confidence)  # fmt: skip
     limit = review_budget * (1 + stage.review_tolerance)
-    passed = (recall.low > stage.recall_margin and precision.low > -stage.precision_tolerance
+    passed = (recall.low >= stage.recall_margin and precision.low >= -stage.precision_tolerance
               and canary.review_rate <= limit)  # fmt: skip
     return CanaryTest(canary, champion, recall, precision, limit, passed)
 
@@ -215,8 +221,8 @@ def canary_step(version: str, canary: Arm, champion: Arm, review_budget: float, 
                 stage: CanaryStage) -> Step | None:  # fmt: skip
     """Champion or retired once both arms hold the planned sample; retired on timeout."""
     if (
-        min(canary.frauds, champion.frauds) >= stage.min_frauds
-        and min(canary.declines, champion.declines) >= stage.min_declines
+        min(canary.fraud_cards, champion.fraud_cards) >= stage.min_frauds
+        and min(canary.declined_cards, champion.declined_cards) >= stage.min_declines
     ):
         test = canary_test(canary, champion, review_budget, stage)
         verdict = "passed" if test.passed else "failed"
@@ -224,9 +230,9 @@ def canary_step(version: str, canary: Arm, champion: Arm, review_budget: float, 
                     f"{test.describe()}: {verdict}")  # fmt: skip
     if hours >= stage.max_hours:
         return Step(version, Stage.RETIRED, f"canary untested after {hours:.0f} h: "
-                    f"{canary.frauds} and {champion.frauds} labelled frauds of "
-                    f"{stage.min_frauds}, {canary.declines} and {champion.declines} declines "
-                    f"of {stage.min_declines} per arm")  # fmt: skip
+                    f"{canary.fraud_cards} and {champion.fraud_cards} fraud cards of "
+                    f"{stage.min_frauds}, {canary.declined_cards} and {champion.declined_cards} "
+                    f"declined cards of {stage.min_declines} per arm")  # fmt: skip
     return None
 
 
@@ -273,9 +279,15 @@ def arm(served: pa.Table, version: str, label_wait: timedelta) -> Arm:
     rows = _is(served, "model_version", version) & _older_than(served, label_wait)
     fraud = _is(served, "is_fraud", True) & rows
     decline = _is(served, "action", Action.DECLINE.value) & rows
-    return Arm(decisions=int(rows.sum()), declines=int(decline.sum()),
+    cards = _column(served, "card_token")
+
+    def count(mask: np.ndarray) -> int:
+        return len(np.unique(cards[mask]))
+
+    return Arm(decisions=int(rows.sum()),
                reviews=int((_is(served, "action", Action.REVIEW.value) & rows).sum()),
-               frauds=int(fraud.sum()), fraud_declined=int((fraud & decline).sum()))  # fmt: skip
+               fraud_cards=count(fraud), declined_cards=count(decline),
+               caught_cards=count(fraud & decline))  # fmt: skip
 
 
 def settled_declines(served: pa.Table, version: str, ttl: timedelta) -> list[bool]:
