@@ -21,11 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 TEST = "tests/integration/test_archiver.py::test_kill_minus_nine_archives_every_record_exactly_once"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--max-minutes", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=100)
+def repeat(test: str, description: str, defaults: tuple[int, float, int]) -> int:
+    """Run the pytest node `test` --runs times with seeds from --seed on (FRAUD_TEST_SEED);
+    the exit status (1 if any run failed). `defaults`: runs, max minutes, first seed."""
+    runs, minutes, first = defaults
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--max-minutes", type=float, default=minutes)
+    parser.add_argument("--seed", type=int, default=first)
     args = parser.parse_args()
     deadline = time.monotonic() + args.max_minutes * 60
     passed = done = 0
@@ -35,7 +38,7 @@ def main() -> int:
             break
         seed, started = args.seed + run, time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", TEST],
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
             cwd=REPO, env={**os.environ, "FRAUD_TEST_SEED": str(seed)},
             capture_output=True, text=True, check=False,
         )  # fmt: skip
@@ -47,6 +50,10 @@ def main() -> int:
               f"({time.monotonic() - started:.0f} s){tail}", flush=True)  # fmt: skip
     print(f"passed {passed}/{done}")
     return 0 if passed == done else 1
+
+
+def main() -> int:
+    return repeat(TEST, __doc__.splitlines()[0], (10, 30.0, 100))
 
 
 if __name__ == "__main__":

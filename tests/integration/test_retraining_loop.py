@@ -47,7 +47,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 # 24 days that ended 36 days ago: most of their chargebacks (~18 days late) are in.
 START = NOW - timedelta(days=60)
 WORLD = SimulationConfig(
-    seed=11, n_transactions=28_800, days=24, fraud_rate=0.01, start=START,
+    seed=int(os.environ.get("FRAUD_TEST_SEED", "11")),  # load_tests/loop_stress.py
+    n_transactions=28_800, days=24, fraud_rate=0.01, start=START,
     drift=DriftConfig(at=START + timedelta(days=12), amount_multiplier=3.0,
                       online_share_multiplier=2.0),
 )  # fmt: skip
