@@ -345,6 +345,20 @@ def drift_monitor() -> None:
     service.run(service.DriftSettings())
 
 
+@drift_group.command("status")
+@click.option("--url", default=None, help="The monitor's /metrics (default: 127.0.0.1 on "
+              "FRAUD_DRIFT_METRICS_PORT, 9402).")  # fmt: skip
+def drift_status(url: str | None) -> None:
+    """Each detector's statistic, threshold, state and last alarm, per model version."""
+    from fraudstream.drift.status import fetch, parse, render  # noqa: PLC0415
+
+    port = os.environ.get("FRAUD_DRIFT_METRICS_PORT", "9402")
+    try:
+        click.echo(render(parse(fetch(url or f"http://127.0.0.1:{port}/metrics"))))
+    except FraudStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @cli.group("rules")
 def rules_group() -> None:
     """Rule packs: validate before the scorer reloads them."""

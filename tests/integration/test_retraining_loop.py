@@ -44,8 +44,9 @@ from tests.waiting import await_condition
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-# 24 days that ended 36 days ago: most of their chargebacks (~18 days late) are in.
-START = NOW - timedelta(days=60)
+# 24 days that ended 36 days ago: most of their chargebacks (~18 days late) are in. From
+# midnight, so that every run of a day simulates the same world.
+START = (NOW - timedelta(days=60)).replace(hour=0, minute=0, second=0)
 WORLD = SimulationConfig(
     seed=int(os.environ.get("FRAUD_TEST_SEED", "11")),  # load_tests/loop_stress.py
     n_transactions=28_800, days=24, fraud_rate=0.01, start=START,

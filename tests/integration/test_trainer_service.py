@@ -104,6 +104,7 @@ def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # n
         assert evaluation.recall_difference is not None
         assert evaluation.recall_difference["low"] <= evaluation.recall_difference["high"]
         # The promotion policy's first step follows: shadow, or retired when clearly worse.
+        assert not evaluation.champion_in_sample  # the champion trained on January 2026
         worse = evaluation.recall_difference["high"] < -PromotionConfig().offline.max_recall_loss
         assert step.version == event.version
         assert step.event is (ModelEventType.RETIRED if worse else ModelEventType.SHADOW)

@@ -111,7 +111,9 @@ def test_shadow_goes_to_canary_after_its_events_or_retires() -> None:
     assert retired.stage is Stage.RETIRED
 
 
-def _evaluation(low: float | None, high: float | None) -> Evaluation:
+def _evaluation(
+    low: float | None, high: float | None, champion_trained_until: datetime | None = None
+) -> Evaluation:
     side = SideResult(version="v", decisions=1000, frauds=100, declines=60, fraud_declined=50,
                       reviews=10, recall=0.5, decline_precision=0.8, review_rate=0.01,
                       decline_rate=0.06, average_precision=0.6, prevented_amount=100.0)  # fmt: skip
@@ -121,7 +123,7 @@ def _evaluation(low: float | None, high: float | None) -> Evaluation:
         model_name="fraud", challenger=side, champion=side if diff else None,
         recall_difference=diff, precision_difference=diff, window_start=T0, window_end=T0,
         as_of=T0, warmup_transactions=0, rules_version="r", review_budget=0.02, triggers=[],
-        evaluated_at=T0,
+        evaluated_at=T0, champion_trained_until=champion_trained_until,
     )  # fmt: skip
 
 
@@ -130,6 +132,11 @@ def test_offline_gate_retires_only_a_clearly_worse_candidate() -> None:
     assert offline_step("v", _evaluation(-0.2, -0.05), gate).stage is Stage.RETIRED
     assert offline_step("v", _evaluation(-0.2, 0.01), gate).stage is Stage.SHADOW
     assert offline_step("v", _evaluation(None, None), gate).stage is Stage.SHADOW
+    # A window the champion trained on flatters it: traffic decides instead.
+    assert offline_step("v", _evaluation(-0.2, -0.05, T0 - HOUR), gate).stage is Stage.RETIRED
+    in_sample = offline_step("v", _evaluation(-0.2, -0.05, T0 + HOUR), gate)
+    assert in_sample.stage is Stage.SHADOW
+    assert "on data the champion trained on" in in_sample.note
 
 
 def test_probation_rolls_back_on_the_precision_alerts_condition() -> None:

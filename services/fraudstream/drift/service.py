@@ -57,6 +57,13 @@ class DriftMetrics:
                              registry=self.registry)  # fmt: skip
         self.statistic = Gauge("fraud_drift_statistic", "A detector's latest statistic",
                                labels, registry=self.registry)  # fmt: skip
+        self.threshold = Gauge("fraud_drift_threshold", "The statistic's alarm threshold",
+                               labels, registry=self.registry)  # fmt: skip
+        self.events = Gauge("fraud_drift_events", "Events a detector has seen", labels,
+                            registry=self.registry)  # fmt: skip
+        self.last_alarm = Gauge("fraud_drift_last_alarm_timestamp_seconds",
+                                "Decision time of a detector's last alarm", labels,
+                                registry=self.registry)  # fmt: skip
         self.alarms = Counter("fraud_drift_alarms", "Detectors entering drift",
                               ("detector",), registry=self.registry)  # fmt: skip
         self.triggers = Counter("fraud_retrain_triggers", "Triggers sent to fraud.retrain",
@@ -78,6 +85,10 @@ class DriftMetrics:
                 key = (version, d.detector, d.feature or "")
                 self.drifted.labels(*key).set(float(d.drifted))
                 self.statistic.labels(*key).set(d.value)
+                self.threshold.labels(*key).set(d.threshold)
+                self.events.labels(*key).set(d.events)
+                if d.last_alarm_at is not None:
+                    self.last_alarm.labels(*key).set(d.last_alarm_at)
                 if d.detector == "precision" and d.events:
                     self.precision.labels(version).set(d.value)
         for outcome, count in vars(monitor.join.counts).items():

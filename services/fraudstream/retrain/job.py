@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fraudstream.contracts import Label
 from fraudstream.datasets import LabelledHistory
@@ -85,6 +85,15 @@ class Evaluation(BaseModel):
     review_budget: float | None
     triggers: list[str]
     evaluated_at: datetime
+    champion_trained_until: datetime | None = Field(
+        default=None, description="End of the champion's own data windows (its model card)."
+    )
+
+    @property
+    def champion_in_sample(self) -> bool:
+        """The window overlaps the champion's training data: the comparison flatters it."""
+        until = self.champion_trained_until
+        return until is not None and until > self.window_start
 
     def summary(self) -> str:
         """One line: each side's recall and decline precision, and the difference."""
@@ -101,6 +110,10 @@ class Evaluation(BaseModel):
             d = self.recall_difference
             parts.append(f"recall difference {d['estimate']:+.3f} [{d['low']:+.3f}, "
                          f"{d['high']:+.3f}] at {d['confidence']:.0%}")  # fmt: skip
+        if self.champion_in_sample:
+            until = self.champion_trained_until
+            parts.append(f"the champion trained on data until {until:%Y-%m-%d}, inside this "
+                         "window")  # fmt: skip
         return f"{self.challenger.decisions:,} labelled-window transactions; " + "; ".join(parts)
 
 
@@ -217,7 +230,16 @@ def evaluate(
         warmup_transactions=warmup, rules_version=rules.version,
         review_budget=budget,
         triggers=triggers, evaluated_at=evaluated_at,
+        champion_trained_until=None if champion is None else _trained_until(
+            registry, settings.model_name, champion),
     )  # fmt: skip
+
+
+def _trained_until(registry: Registry, name: str, version: str) -> datetime | None:
+    """The end of a version's data windows (naive times in training.json are UTC)."""
+    windows = registry.show(name, version).training.windows
+    ends = [w.end if w.end.tzinfo else w.end.replace(tzinfo=UTC) for w in windows]
+    return max(ends, default=None)
 
 
 def _side(version: str, outcome: reporting.Outcome) -> SideResult:

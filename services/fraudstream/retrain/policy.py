@@ -4,7 +4,8 @@ it is an event on `fraud.models` and a line in `fraudctl models history`.
 
 - candidate -> shadow: when no version is in shadow, the newest candidate the trainer
   evaluated, unless that evaluation shows it clearly worse (the recall difference's upper
-  bound below `-offline.max_recall_loss`): then it is retired. Older candidates of the
+  bound below `-offline.max_recall_loss`): then it is retired. An evaluation window the
+  champion itself trained on flatters the champion, so it retires nothing. Older candidates of the
   trainer are retired as superseded.
 - shadow -> canary at `canary.share`: once it has scored `shadow.events` decisions beside
   the champion and no version is in canary; retired after `shadow.max_hours` without.
@@ -188,6 +189,9 @@ def offline_step(version: str, evaluation: Evaluation, gate: OfflineGate) -> Ste
     if d is None:
         return Step(version, Stage.SHADOW, "no champion to compare with offline; shadow")
     summary = f"offline recall difference {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    if evaluation.champion_in_sample:
+        return Step(version, Stage.SHADOW, f"{summary}, on data the champion trained on "
+                    "(it flatters the champion): shadow, traffic decides")  # fmt: skip
     if float(d["high"]) < -gate.max_recall_loss:
         return Step(version, Stage.RETIRED, f"{summary}: below -{gate.max_recall_loss}")
     return Step(version, Stage.SHADOW, f"{summary}; shadow")
