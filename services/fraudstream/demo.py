@@ -2,8 +2,9 @@
 
 Brings the embedded stack up (unless Kafka/Redis are configured), provisions topics,
 trains a first model from the simulator when the registry has no champion, starts the
-scorer, streams simulated payments and prints, every second, the rate, decisions by action
-and path, end-to-end latency percentiles and the dead-letter count.
+scorer, the archiver, the drift monitor and the trainer, streams simulated payments and
+prints, every second, the rate, decisions by action and path, end-to-end latency
+percentiles, the dead-letter count and the detectors the monitor sees drifted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from confluent_kafka import Consumer
 
 from fraudstream import kafka_clients
 from fraudstream.contracts import Label, Transaction, encode
-from fraudstream.errors import LocalStackError
+from fraudstream.errors import FraudStreamError, LocalStackError
 from fraudstream.localstack.processes import free_port
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry, RegistryError
@@ -61,6 +62,9 @@ def ensure_model(settings: ScorerSettings, say: Say) -> None:
     say(f"champion {outcome.version.version}: model card {outcome.version.path / 'MODEL_CARD.md'}")
 
 
+Child = subprocess.Popen[bytes]
+
+
 def start_scorer(endpoints: Endpoints, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
     """The scorer as a child process on the stack's endpoints."""
     return _start("fraudstream.scoring.service", endpoints, metrics_port, log)
@@ -70,6 +74,37 @@ def start_archiver(endpoints: Endpoints, log: Path) -> subprocess.Popen[bytes]:
     """The archiver as a child process; it writes `archive/` (FRAUD_ARCHIVE_URL) every 10 s."""
     return _start("fraudstream.history.archiver", endpoints, free_port(), log,
                   FRAUD_ARCHIVE_FLUSH_S=os.environ.get("FRAUD_ARCHIVE_FLUSH_S", "10"))  # fmt: skip
+
+
+def start_loop(endpoints: Endpoints, state_dir: Path, say: Say) -> tuple[list[Child], int]:
+    """The drift monitor and the trainer as child processes (README "Retraining and
+    promotion"); the monitor's metrics port, which the summary line reads."""
+    port = free_port()
+    monitor = _start("fraudstream.drift.service", endpoints, free_port(),
+                     state_dir / "monitor.log", FRAUD_DRIFT_METRICS_PORT=str(port))  # fmt: skip
+    trainer = _start("fraudstream.retrain.service", endpoints, free_port(),
+                     state_dir / "trainer.log",
+                     FRAUD_TRAINER_METRICS_PORT=str(free_port()))  # fmt: skip
+    say(f"drift monitor pid {monitor.pid}, trainer pid {trainer.pid}; logs "
+        f"{state_dir / 'monitor.log'}, {state_dir / 'trainer.log'}; `fraudctl drift status "
+        f"--url http://127.0.0.1:{port}/metrics`, `fraudctl models history fraud`")  # fmt: skip
+    return [monitor, trainer], port
+
+
+def drift_line(monitor_port: int) -> str:
+    """`drift: ...` for the summary: drifted detectors per the monitor, or why not known."""
+    from fraudstream.drift.status import fetch, parse  # noqa: PLC0415 - small, demo only
+
+    try:
+        rows = parse(fetch(f"http://127.0.0.1:{monitor_port}/metrics", timeout_s=1))
+    except FraudStreamError:
+        return "drift: monitor starting"
+    if not rows:
+        return "drift: no ML decision watched yet"
+    drifted = [f"{r.detector}{'.' + r.feature if r.feature else ''}" for r in rows if r.drifted]
+    versions = sorted({r.model_version for r in rows})
+    shown = ", ".join(drifted[:3]) + (f" +{len(drifted) - 3}" if len(drifted) > 3 else "")
+    return f"drift ({', '.join(versions)}): " + (shown if drifted else "none")
 
 
 def _start(
@@ -229,13 +264,11 @@ def run_demo(
 ) -> None:
     """Score simulated traffic live until `duration` passes (0: until Ctrl-C)."""
     ensure_model(settings, say)
-    port = free_port()
-    scorer = start_scorer(endpoints, port, settings.state_dir / "scorer.log")
-    say(f"scorer pid {scorer.pid}; metrics http://127.0.0.1:{port}/metrics; "
-        f"log {settings.state_dir / 'scorer.log'}")  # fmt: skip
-    _await_ready(port, scorer, timeout_s=90)
+    scorer = _ready_scorer(settings, endpoints, say)
     archiver = start_archiver(endpoints, settings.state_dir / "archiver.log")
     say(f"archiver pid {archiver.pid}; log {settings.state_dir / 'archiver.log'}")
+    loop, monitor_port = start_loop(endpoints, settings.state_dir, say)
+    drift = "drift: monitor starting"
     watcher = _watch(settings, endpoints)
     producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap)
     replayed = _Replayed(settings.state_dir / "demo.json")
@@ -265,7 +298,9 @@ def run_demo(
                     sent_at = stats.sent_at if stats.sent_at is not None else {}
                     summary.add_decision(message.value() or b"{}", time.time(), sent_at)
             if time.monotonic() >= next_report:
-                say(summary.line(time.monotonic() - started, stats))
+                if int(next_report - started) % 5 == 0:
+                    drift = drift_line(monitor_port)
+                say(f"{summary.line(time.monotonic() - started, stats)} | {drift}")
                 next_report += 1.0
             if scorer.poll() is not None:
                 say(f"the scorer exited ({scorer.returncode}); see its log")
@@ -277,8 +312,17 @@ def run_demo(
         feeder.join(10)
         replayed.save()
         watcher.close()
-        _stop(scorer, archiver)  # the archiver flushes what it holds
+        _stop(scorer, archiver, *loop)  # the archiver flushes what it holds
     say(summary.line(time.monotonic() - started, stats))
+
+
+def _ready_scorer(settings: ScorerSettings, endpoints: Endpoints, say: Say) -> Child:
+    port = free_port()
+    scorer = start_scorer(endpoints, port, settings.state_dir / "scorer.log")
+    say(f"scorer pid {scorer.pid}; metrics http://127.0.0.1:{port}/metrics; "
+        f"log {settings.state_dir / 'scorer.log'}")  # fmt: skip
+    _await_ready(port, scorer, timeout_s=90)
+    return scorer
 
 
 def _watch(settings: ScorerSettings, endpoints: Endpoints) -> Consumer:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from fraudstream.errors import ConfigurationError, invalid
+from fraudstream import config_files
 
 Positive = Annotated[float, Field(gt=0.0)]
 Share = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -107,13 +106,4 @@ class MonitorConfig(_Frozen):
     @classmethod
     def from_yaml(cls, path: str | Path) -> MonitorConfig:
         """The file's settings over the defaults; a clear error naming the file otherwise."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-            return cls.model_validate(data)
-        except FileNotFoundError:
-            raise ConfigurationError(f"drift config {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"drift config {path} is not valid YAML: {exc}") from None
-        except ValidationError as exc:
-            raise invalid(f"drift config {path}", exc) from None
+        return config_files.load(cls, path, "drift config")

@@ -12,11 +12,10 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fraudstream import config_files
 from fraudstream.contracts.fields import FEATURE_NAME_PATTERN
-from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.features import compute
 from fraudstream.features.labels import DEFAULT_DELAY_DAYS, MAX_DELAY_DAYS
 from fraudstream.features.state import Entity
@@ -82,14 +81,7 @@ class FeatureConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: Path) -> FeatureConfig:
         """The feature set in `path`; `ConfigurationError` names the file and the problem."""
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(f"cannot read feature config {path}: {exc}") from exc
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise invalid(f"{path}: invalid feature config", exc) from exc
+        return config_files.load(cls, path, "feature config")
 
     def resolve(self) -> FeatureSpec:
         chosen = [n for n in (self.include or catalog()) if n not in set(self.exclude)]

@@ -48,12 +48,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from fraudstream import config_files
 from fraudstream.contracts import Action, ModelEvent, ModelEventType
 from fraudstream.drift.config import JoinConfig, MonitorConfig, PrecisionConfig
-from fraudstream.errors import ConfigurationError, invalid
 from fraudstream.history.query import Archive
 from fraudstream.registry import Registry, Stage
 from fraudstream.retrain.job import Evaluation
@@ -123,15 +122,7 @@ class PromotionConfig(_Frozen):
     @classmethod
     def from_yaml(cls, path: str | Path) -> PromotionConfig:
         """The file's settings over the defaults; a clear error naming the file otherwise."""
-        path = Path(path)
-        try:
-            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-        except FileNotFoundError:
-            raise ConfigurationError(f"promotion config {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"promotion config {path} is not valid YAML: {exc}") from None
-        except ValidationError as exc:
-            raise invalid(f"promotion config {path}", exc) from None
+        return config_files.load(cls, path, "promotion config")
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fraudstream.errors import ConfigurationError, invalid
+from fraudstream import config_files
+from fraudstream.errors import invalid
 
 Share = float
 
@@ -117,12 +117,7 @@ def train_config(
     """The configuration in `path` (defaults without one), with the given values over it."""
     base: dict[str, Any] = {}
     if path is not None:
-        try:
-            base = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(f"cannot read training config {path}: {exc}") from exc
-        if not isinstance(base, dict):
-            raise ConfigurationError(f"{path}: a training config is a mapping of settings")
+        base = config_files.read_mapping(path, "training config")
     given = {"review_budget": review_budget, "target_decline_precision": decline_precision,
              "seed": seed}  # fmt: skip
     try:
