@@ -13,12 +13,12 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from fraudstream.contracts import encode
+from fraudstream.contracts import ModelEvent, ModelEventType, encode
 from fraudstream.history.query import Archive
 from fraudstream.registry import Registry
 from fraudstream.retrain.cli import manual_trigger
 from fraudstream.retrain.job import RetrainResult
-from fraudstream.retrain.service import Trainer
+from fraudstream.retrain.service import Policy, Trainer
 from fraudstream.retrain.settings import TrainerSettings
 from fraudstream.retrain.stats import difference, wilson, z_value
 from fraudstream.retrain.windows import RetrainWindows
@@ -132,12 +132,14 @@ class _HeldJob:
         return RetrainResult("skipped", reason="no labelled rows")
 
 
-def _trainer(tmp_path: Path, job: _HeldJob) -> tuple[Trainer, _Consumer]:
+def _trainer(
+    tmp_path: Path, job: _HeldJob, policy: Policy | None = None, producer: _Producer | None = None
+) -> tuple[Trainer, _Consumer]:
     settings = TrainerSettings(registry_dir=tmp_path / "models",
                                archive_url=str(tmp_path / "archive"))  # fmt: skip
-    consumer = _Consumer()
-    trainer = Trainer(settings, cast(Consumer, consumer), cast(Producer, _Producer()),
-                      run_job=job)  # fmt: skip
+    consumer, producer = _Consumer(), _Producer() if producer is None else producer
+    trainer = Trainer(settings, cast(Consumer, consumer), cast(Producer, producer),
+                      run_job=job, policy=policy)  # fmt: skip
     return trainer, consumer
 
 
@@ -182,3 +184,43 @@ def test_invalid_and_foreign_triggers_are_counted_and_start_nothing(tmp_path: Pa
     sample = trainer.metrics.registry.get_sample_value
     assert sample("fraud_trainer_triggers_total", {"outcome": "invalid"}) == 1
     assert sample("fraud_trainer_triggers_total", {"outcome": "other_model"}) == 1
+
+
+def test_the_policy_is_applied_between_jobs_and_its_failures_keep_the_trainer_running(
+    tmp_path: Path,
+) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    step = ModelEvent(model_name="fraud", version="v1", event=ModelEventType.SHADOW,
+                      actor="trainer", at=at)  # fmt: skip
+    calls: list[datetime] = []
+
+    def policy(_registry: Registry, _archive: Archive, now: datetime) -> list[ModelEvent]:
+        calls.append(now)
+        if len(calls) == 2:
+            raise OSError("a parquet file vanished mid-read")
+        return [step]
+
+    producer, job = _Producer(), _HeldJob()
+    trainer, _consumer = _trainer(tmp_path, job, policy, producer)
+    trainer.settings = trainer.settings.model_copy(update={"trainer_check_s": 0.001})
+    trainer.apply_policy()
+    assert producer.sent == [encode(step)]
+
+    def checked_again() -> bool:
+        trainer.apply_policy()
+        return len(calls) >= 2
+
+    await_condition(checked_again, 5, what="a second check")
+    sample = trainer.metrics.registry.get_sample_value
+    assert sample("fraud_trainer_policy_errors_total") == 1
+    assert sample("fraud_model_events_total", {"event": "shadow"}) == 1
+    trainer.on_message(_message(1))  # a job runs: no policy meanwhile
+    checked = len(calls)
+    trainer.apply_policy()
+    assert len(calls) == checked
+    job.release.set()
+    running = trainer.job
+    assert running is not None
+    assert running.done.wait(10)
+    assert running.thread is not None
+    running.thread.join(10)

@@ -66,6 +66,9 @@ class TrainerMetrics:
                                   registry=self.registry)  # fmt: skip
         self.model_events = Counter("fraud_model_events", "Events sent to fraud.models",
                                     ("event",), registry=self.registry)  # fmt: skip
+        self.policy_errors = Counter("fraud_trainer_policy_errors",
+                                     "Promotion policy checks that failed",
+                                     registry=self.registry)  # fmt: skip
 
 
 @dataclass
@@ -211,8 +214,10 @@ class Trainer:
         try:
             with Archive(self.root, TopicNames.from_settings(self.settings)) as archive:
                 events = self._policy(self.registry, archive, self._clock())
-        except FraudStreamError as exc:
-            _log.error("promotion policy not applied: %s", exc)
+        except Exception as exc:  # the next check tries again: the service keeps running
+            self.metrics.policy_errors.inc()
+            _log.error("promotion policy not applied: %s", exc,
+                       exc_info=not isinstance(exc, FraudStreamError))  # fmt: skip
             return
         self.announce(events)
 
