@@ -1,7 +1,8 @@
 """The trainer service on the real broker: a trigger on `fraud.retrain` becomes a
 registered challenger evaluated against the champion on the archive, announced on
 `fraud.models`; a trigger sent while it trains is coalesced into that job; after a
-restart, a trigger already trained for is not trained again."""
+restart, a trigger already trained for is not trained again, and one whose job was
+stopped midway is trained again."""
 
 from __future__ import annotations
 
@@ -52,14 +53,10 @@ def _archive(root: Path, env: dict[str, str], now: datetime) -> None:
     write_topic(root, env["FRAUD_TOPIC_LABELS"], labels)
 
 
-def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # noqa: PLR0917
-    endpoints: Endpoints,
-    small_registry: Path,
-    admin: AdminClient,
-    make_producer: Callable[..., Producer],
-    make_consumer: Callable[..., Consumer],
-    tmp_path: Path,
-) -> None:
+def _deployment(
+    endpoints: Endpoints, small_registry: Path, admin: AdminClient, tmp_path: Path
+) -> dict[str, str]:
+    """A trainer's environment over a copy of the small registry and a simulated archive."""
     registry_dir = tmp_path / "models"
     shutil.copytree(small_registry, registry_dir)
     config = tmp_path / "train.yaml"
@@ -72,9 +69,21 @@ def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # n
         FRAUD_TRAINER_MATURE_DAYS="1", FRAUD_TRAINER_MIN_FRAUDS="20",
         FRAUD_TRAINER_CHECK_S="0.5",
     )  # fmt: skip
-    settings = settings_from_env(env)
     _archive(tmp_path / "archive", env, datetime.now(UTC))
-    registry = Registry(registry_dir)
+    return env
+
+
+def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # noqa: PLR0917
+    endpoints: Endpoints,
+    small_registry: Path,
+    admin: AdminClient,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+    tmp_path: Path,
+) -> None:
+    env = _deployment(endpoints, small_registry, admin, tmp_path)
+    settings = settings_from_env(env)
+    registry = Registry(env["FRAUD_REGISTRY_DIR"])
     champion = registry.champion("fraud")
     assert champion is not None
     models = make_consumer(settings.topic_models)
@@ -136,6 +145,42 @@ def test_trigger_becomes_an_evaluated_challenger_and_a_second_is_coalesced(  # n
         )
         assert "retraining" not in log.read_text()
         assert len(registry.list("fraud")) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+
+
+def test_a_trainer_stopped_mid_job_exits_cleanly_and_trains_again_after_restart(  # noqa: PLR0917
+    endpoints: Endpoints,
+    small_registry: Path,
+    admin: AdminClient,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+    tmp_path: Path,
+) -> None:
+    env = _deployment(endpoints, small_registry, admin, tmp_path)
+    settings = settings_from_env(env)
+    models = make_consumer(settings.topic_models)
+    producer = make_producer()
+    trigger = manual_trigger("fraud")
+    log = tmp_path / "trainer.log"
+    proc = start_module("fraudstream.retrain.service", env, log)
+    producer.produce(settings.topic_retrain, encode(trigger), key=b"fraud")
+    assert producer.flush(30) == 0
+    await_condition(lambda: "features and training on" in log.read_text()
+                    or proc.poll() is not None, 60, what="the job to train")  # fmt: skip
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, log.read_text()[-3000:]
+    assert "stopping with a retrain running" in log.read_text()
+    assert consume_n(models, 1, 2) == []  # nothing registered by the abandoned job
+    log.write_text("")
+    proc = start_module("fraudstream.retrain.service", env, log)
+    try:  # its trigger was not committed: read again, trained, registered
+        got = consume_n(models, 1, 180)
+        assert len(got) == 1, log.read_text()[-3000:]
+        event = ModelEvent.model_validate_json(got[0].value() or b"")
+        assert event.event is ModelEventType.REGISTERED
+        assert trigger.trigger_id in event.note
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
