@@ -37,10 +37,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.history.query import Archive, TopicNames
 from fraudstream.registry import Registry
-from fraudstream.retrain.job import retrain
+from fraudstream.retrain.job import RetrainResult, retrain
 from fraudstream.retrain.settings import TrainerSettings
 from fraudstream.retrain.windows import RetrainWindows
 from fraudstream.simulator import SimulationConfig, simulate
@@ -165,9 +166,12 @@ def run_retrain(job: Job) -> Report:
     with Archive(settings.archive_url, TopicNames.from_settings(settings)) as archive:
         before = rss_mib()
         started = time.perf_counter()
-        result = retrain(settings, archive, registry, triggers=["bench"],
-                         progress=lambda line: print(f"    {line}", flush=True),
-                         now=lambda: job.now)  # fmt: skip
+        try:
+            result = retrain(settings, archive, registry, triggers=["bench"],
+                             progress=lambda line: print(f"    {line}", flush=True),
+                             now=lambda: job.now)  # fmt: skip
+        except FraudStreamError as exc:  # as the trainer service counts it: an error run
+            result = RetrainResult("error", reason=str(exc))
         wall = time.perf_counter() - started
     evaluation = result.evaluation
     return {"outcome": result.outcome, "reason": result.reason, "seconds": result.seconds,
