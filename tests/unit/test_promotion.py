@@ -330,6 +330,20 @@ def test_policy_walks_a_better_challenger_to_champion_and_rolls_it_back(
     assert policy(registry, served.archive(), clock.now + 4 * HOUR) == []
 
 
+def test_a_first_model_the_trainer_promoted_is_not_on_probation(
+    tmp_path: Path, trained: TrainResult, clock: _Clock
+) -> None:
+    registry = Registry(tmp_path / "models", clock=clock)
+    v1 = registry.register("fraud", trained).version
+    registry.set_stage("fraud", v1, Stage.CHAMPION, actor="trainer", note="first model")
+    served = Served([], [])
+    for i in range(60):  # its declines all legitimate: the alert's condition holds
+        served.add(f"p{i}", at=clock.now + timedelta(seconds=i + 1), version=v1,
+                   action=Action.DECLINE, verdict=Verdict.LEGIT)  # fmt: skip
+    assert registry.champion_history("fraud") == [v1]
+    assert _policy()(registry, served.archive(), clock.now + 2 * HOUR) == []
+
+
 def test_policy_retires_a_canary_that_does_not_beat_the_champion(
     registry: Registry, trained: TrainResult, clock: _Clock
 ) -> None:

@@ -143,6 +143,11 @@ class Registry:
         """Versions currently in `stage`."""
         return [v for v in self.list(name) if v.stage is stage]
 
+    def champion_history(self, name: str) -> builtins.list[str]:
+        """The versions that have been champion, oldest first; the last is the champion
+        now and the one before it is what `rollback` restores."""
+        return list(self._book(name).champions)
+
     def events(self, name: str) -> builtins.list[ModelEvent]:
         """Every lifecycle event of `name`, oldest first."""
         return builtins.list(self._book(name).events)

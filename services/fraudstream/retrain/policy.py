@@ -341,8 +341,10 @@ class PromotionPolicy:
         if (
             latest is not None and latest.event is ModelEventType.PROMOTED
             and latest.actor == ACTOR and now - latest.at < timedelta(hours=config.probation.hours)
+            and len(registry.champion_history(name)) >= 2
         ):  # fmt: skip
-            # A champion brought back by a rollback is not on probation again.
+            # A champion brought back by a rollback is not on probation again, nor is a
+            # first model (there is nothing to roll back to).
             settled = settled_declines(archive.served_since(latest.at, now), latest.version,
                                        self.ttl)  # fmt: skip
             step = probation_step(latest.version, settled, self.precision)
