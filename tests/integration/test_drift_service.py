@@ -1,9 +1,11 @@
 """The drift monitor service on the real broker: decisions whose monitored features all
 moved far from the champion's reference produce one severe retraining trigger on
-`fraud.retrain` naming them, and labels join their decisions (counted on /metrics)."""
+`fraud.retrain` naming them, and labels join their decisions (counted on /metrics); a
+monitor whose broker died still stops on SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,8 +26,11 @@ from fraudstream.contracts import (
     encode,
 )
 from fraudstream.drift.reference import DriftReference
-from fraudstream.localstack.stack import Endpoints
+from fraudstream.localstack import processes
+from fraudstream.localstack.stack import Endpoints, LocalStack
 from fraudstream.registry import Registry
+from fraudstream.settings import CommonSettings
+from fraudstream.topics import provision
 from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import (
     deployment_env,
@@ -104,3 +109,33 @@ def test_shifted_inputs_raise_one_trigger_and_labels_join(  # noqa: PLR0917 - fi
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def test_a_monitor_whose_broker_died_still_stops_on_sigterm(
+    tmp_path: Path, stack_settings: CommonSettings, small_registry: Path
+) -> None:
+    """faust alone waits forever for its futures once the broker is gone; the stop timer
+    ends the process instead (status 1, said in the log)."""
+    settings = CommonSettings(state_dir=tmp_path / "state", cache_dir=stack_settings.cache_dir)
+    stack = LocalStack(settings)
+    state = stack.up(say=lambda _line: None)
+    try:
+        provision(AdminClient({"bootstrap.servers": state.kafka_bootstrap}), settings)
+        env = {"KAFKA_BOOTSTRAP_SERVERS": state.kafka_bootstrap,
+               "REDIS_URL": f"redis://127.0.0.1:{state.redis_port}/0",
+               "FRAUD_REGISTRY_DIR": str(small_registry), "FRAUD_DRIFT_METRICS_PORT": "0",
+               "FRAUD_DRIFT_GROUP_ID": f"drift-{tmp_path.name[-12:]}",
+               "FRAUD_DRIFT_STOP_TIMEOUT_S": "5"}  # fmt: skip
+        log = tmp_path / "drift.log"
+        proc = start_module("fraudstream.drift.service", env, log)
+        await_condition(lambda: "Ready" in log.read_text() or proc.poll() is not None, 90,
+                        what="the faust worker to start")  # fmt: skip
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.kill(state.kafka_pid, signal.SIGKILL)
+        await_condition(lambda: not processes.port_open(state.kafka_port), 30,
+                        what="the broker to be gone")  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 1, log.read_text()[-3000:]
+        assert "did not stop within 5 s of the signal" in log.read_text()
+    finally:
+        stack.down(say=lambda _line: None)

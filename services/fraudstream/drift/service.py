@@ -12,6 +12,8 @@ far more than the scorer produces (`load_tests/bench_drift.py`).
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,10 @@ class DriftSettings(CommonSettings):
     drift_group_id: str = Field(default="fraud-drift", description="The faust app id.")
     drift_batch: int = Field(default=1_000, ge=1, le=100_000, description="Records per take().")
     drift_metrics_port: int = Field(default=9402, ge=0, le=65535, description="0: a free port.")
+    drift_stop_timeout_s: float = Field(
+        default=30.0, gt=0, le=600,
+        description="After SIGTERM/SIGINT, exit (status 1) if faust has not stopped by then.",
+    )  # fmt: skip
     registry_dir: Path = Field(default=Path("models"), description="Model registry root.")
     metrics_host: str = Field(default="127.0.0.1", description="Bind address of /metrics.")
 
@@ -206,6 +212,34 @@ def build_app(settings: DriftSettings) -> tuple[faust.App, Monitor, DriftMetrics
     return app, monitor, metrics
 
 
+class _Worker(faust.Worker):
+    """faust's worker with a bound on stopping: with its broker gone, faust waits forever
+    in "Gathering all futures" (seen: 20 minutes until kill -9), so a stop signal also
+    arms a timer that ends the process after `stop_timeout_s`."""
+
+    stop_timeout_s = 30.0
+
+    def _on_sigterm(self) -> None:
+        _exit_after(self.stop_timeout_s)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _exit_after(self.stop_timeout_s)
+        super()._on_sigint()
+
+
+def _exit_after(timeout_s: float) -> None:
+    def hard_exit() -> None:
+        _log.error("faust did not stop within %.0f s of the signal (is the broker gone?): "
+                   "exiting without it", timeout_s)  # fmt: skip
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(timeout_s, hard_exit)
+    timer.daemon = True
+    timer.start()
+
+
 def run(settings: DriftSettings) -> None:
     """Serve `/metrics` and run the faust worker until a signal stops it."""
     app, _monitor, metrics = build_app(settings)
@@ -215,7 +249,9 @@ def run(settings: DriftSettings) -> None:
                                  port=settings.drift_metrics_port)  # fmt: skip
     _log.info("drift monitor metrics on port %d", server.port)
     try:
-        faust.Worker(app, loglevel="INFO").execute_from_commandline()
+        worker = _Worker(app, loglevel="INFO")
+        worker.stop_timeout_s = settings.drift_stop_timeout_s
+        worker.execute_from_commandline()
     finally:
         server.close()
 
