@@ -40,6 +40,7 @@ registered by hand are left to people.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -332,47 +333,63 @@ class PromotionPolicy:
     def steps(self, registry: Registry, archive: Archive, now: datetime) -> list[Step]:
         """What is due, in an order where each step frees the next one's stage."""
         name, config = self.model_name, self.config
-        holders = {v.stage: v.version for v in registry.list(name)}
+        versions = registry.list(name)
+        evaluated = {v.version for v in versions if registry.evaluation(name, v.version)}
+        holders = {v.stage: v.version for v in versions}
         events = registry.events(name)
         since = {(e.version, e.event): e.at for e in events}
-        steps: list[Step] = []
-        champion = holders.get(Stage.CHAMPION)
+        champion, canary, shadow = (holders.get(s) for s in (Stage.CHAMPION, Stage.CANARY,
+                                                              Stage.SHADOW))  # fmt: skip
         latest = next((e for e in reversed(events) if e.version == champion), None)
-        if (
+        # A champion brought back by a rollback is not on probation again, nor is a first
+        # model (there is nothing to roll back to).
+        probation = latest if (
             latest is not None and latest.event is ModelEventType.PROMOTED
             and latest.actor == ACTOR and now - latest.at < timedelta(hours=config.probation.hours)
             and len(registry.champion_history(name)) >= 2
-        ):  # fmt: skip
-            # A champion brought back by a rollback is not on probation again, nor is a
-            # first model (there is nothing to roll back to).
-            settled = settled_declines(archive.served_since(latest.at, now), latest.version,
-                                       self.ttl)  # fmt: skip
-            step = probation_step(latest.version, settled, self.precision)
+        ) else None  # fmt: skip
+        # When each judged stage began; the decisions since the earliest are read once.
+        starts = {
+            "probation": probation.at if probation else None,
+            "canary": since[(canary, ModelEventType.CANARY)]
+            if canary in evaluated and champion else None,
+            "shadow": since[(shadow, ModelEventType.SHADOW)] if shadow in evaluated else None,
+        }  # fmt: skip
+        earliest = min((t for t in starts.values() if t is not None), default=now)
+
+        @functools.cache
+        def served() -> pa.Table:
+            return archive.served_since(earliest, now)
+
+        def after(start: datetime) -> pa.Table:
+            rows = served()
+            return rows.filter(pc.greater_equal(rows["decided_at"], pa.scalar(start)))
+
+        if probation is not None:
+            settled = settled_declines(after(probation.at), probation.version, self.ttl)
+            step = probation_step(probation.version, settled, self.precision)
             if step is not None:
                 return [step]  # the champion changes: judge the rest on the next check
-        canary = holders.get(Stage.CANARY)
-        if canary and champion and registry.evaluation(name, canary) is not None:
-            entered = since[(canary, ModelEventType.CANARY)]
-            served = archive.served_since(entered, now)
+        steps: list[Step] = []
+        if (entered := starts["canary"]) is not None and canary and champion:
             wait = timedelta(hours=config.canary.label_wait_hours)
             budget = registry.show(name, champion).ensemble.thresholds.review_budget
-            arms = arm(served, canary, wait), arm(served, champion, wait)
-            step = canary_step(canary, *arms, budget, hours=_hours(now - entered),
+            rows = after(entered)
+            step = canary_step(canary, arm(rows, canary, wait), arm(rows, champion, wait),
+                               budget, hours=_hours(now - entered),
                                stage=config.canary)  # fmt: skip
             if step is not None:
                 steps.append(step)
                 canary = None
-        shadow = holders.get(Stage.SHADOW)
-        if shadow and registry.evaluation(name, shadow) is not None:
-            entered = since[(shadow, ModelEventType.SHADOW)]
-            scored = shadow_scored(archive.served_since(entered, now), shadow)
-            step = shadow_step(shadow, scored, _hours(now - entered), config.shadow,
+        if (entered := starts["shadow"]) is not None and shadow:
+            step = shadow_step(shadow, shadow_scored(after(entered), shadow),
+                               _hours(now - entered), config.shadow,
                                config.canary.share)  # fmt: skip
             if step is not None and (canary is None or step.stage is Stage.RETIRED):
                 steps.append(step)
                 shadow = None
-        candidates = [v.version for v in registry.list(name) if v.stage is Stage.CANDIDATE
-                      and registry.evaluation(name, v.version) is not None]  # fmt: skip
+        candidates = [v.version for v in versions
+                      if v.stage is Stage.CANDIDATE and v.version in evaluated]  # fmt: skip
         if candidates and shadow is None:
             newest, older = candidates[-1], candidates[:-1]
             evaluation = Evaluation.model_validate_json(registry.evaluation(name, newest) or "")
