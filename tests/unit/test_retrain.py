@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from fraudstream.contracts import ModelEvent, ModelEventType, encode
+from fraudstream.contracts import ModelEvent, ModelEventType, RetrainTrigger, encode
 from fraudstream.history.query import Archive
 from fraudstream.registry import Registry
 from fraudstream.retrain.cli import manual_trigger
@@ -172,6 +172,62 @@ def test_a_trigger_during_a_job_is_coalesced_and_offsets_wait_for_the_job(
     assert sample("fraud_trainer_triggers_total", {"outcome": "coalesced"}) == 1
     assert sample("fraud_trainer_runs_total", {"outcome": "skipped"}) == 1
     assert sample("fraud_trainer_running") == 0
+
+
+def _drift_trigger(window_end: datetime) -> bytes:
+    return encode(RetrainTrigger(
+        trigger_id=f"t{window_end:%d%H}", model_name="fraud", detector="feature_psi",
+        feature="amount_log", statistic="psi", value=0.6, threshold=0.25,
+        window_start=window_end - timedelta(hours=1), window_end=window_end,
+        triggered_at=window_end,
+    ))  # fmt: skip
+
+
+def test_a_drift_trigger_waits_for_mature_data_after_its_window(tmp_path: Path) -> None:
+    drifted = datetime(2026, 3, 10, tzinfo=UTC)
+    job = _HeldJob()
+    trainer, consumer = _trainer(tmp_path, job)
+    trainer.settings = trainer.settings.model_copy(
+        update={"trainer_wait_days": 3.0, "trainer_mature_days": 2.0, "trainer_check_s": 0.001}
+    )
+    newest = [drifted + timedelta(days=4)]  # evaluation would end on day 12: too early
+    trainer.newest_archived = lambda: newest[0]  # type: ignore[method-assign]
+    trainer.on_message(cast(Any, _Message(_drift_trigger(drifted), 0, 7)))
+    trainer.on_message(cast(Any, _Message(_drift_trigger(drifted + timedelta(hours=2)), 0, 8)))
+    trainer.on_message(_message(9))  # by hand, but the waiting job takes it in
+    trainer.start_when_ready()
+    assert trainer.job is None
+    assert job.calls == []
+    sample = trainer.metrics.registry.get_sample_value
+    assert sample("fraud_trainer_waiting") == 1
+    assert sample("fraud_trainer_triggers_total", {"outcome": "deferred"}) == 1
+    assert sample("fraud_trainer_triggers_total", {"outcome": "coalesced"}) == 2
+
+    newest[0] = drifted + timedelta(days=5)  # 5 - 2 mature = 3 days after the window
+
+    def started() -> bool:
+        trainer.start_when_ready()
+        return bool(job.calls)
+
+    await_condition(started, 5, what="the waiting job to start")
+    assert [len(call) for call in job.calls] == [3]
+    assert sample("fraud_trainer_waiting") == 0
+    assert consumer.commits == []  # committed when the job finishes, not before
+    job.release.set()
+    await_condition(lambda: trainer.job is not None and trainer.job.done.is_set(), 10,
+                    what="the job to finish")  # fmt: skip
+    trainer.finish_job()
+    assert consumer.commits == [[(0, 10)]]
+
+
+def test_a_trigger_by_hand_never_waits(tmp_path: Path) -> None:
+    job = _HeldJob()
+    trainer, _consumer = _trainer(tmp_path, job)
+    trainer.settings = trainer.settings.model_copy(update={"trainer_wait_days": 30.0})
+    trainer.on_message(_message(0))
+    await_condition(lambda: job.calls, 10, what="the job to start")
+    assert trainer.waiting is None
+    job.release.set()
 
 
 def test_invalid_and_foreign_triggers_are_counted_and_start_nothing(tmp_path: Path) -> None:

@@ -43,12 +43,15 @@ def retrain_command(in_process: bool, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+MANUAL = "manual"  # the detector of a trigger by hand
+
+
 def manual_trigger(model_name: str, at: datetime | None = None) -> RetrainTrigger:
     """The trigger `fraudctl retrain` sends (detector `manual`)."""
     at = at or datetime.now(UTC)
     return RetrainTrigger(
         trigger_id=f"manual-{uuid.uuid4().hex[:16]}", model_name=model_name,
-        detector="manual", statistic="manual", value=0.0, threshold=0.0,
+        detector=MANUAL, statistic=MANUAL, value=0.0, threshold=0.0,
         window_start=at, window_end=at, triggered_at=at,
     )  # fmt: skip
 

@@ -138,6 +138,15 @@ def archived_history(rows: pa.Table, labels: pa.Table) -> LabelledHistory:
     return LabelledHistory(rows, y, parsed, Counter())
 
 
+def plan_windows(settings: TrainerSettings, newest: datetime, as_of: datetime) -> RetrainWindows:
+    """The windows a retrain with `settings` reads, given the archive's newest transaction."""
+    return RetrainWindows.plan(
+        newest, as_of, train_days=settings.trainer_train_days,
+        eval_days=settings.trainer_eval_days, warmup_days=settings.trainer_warmup_days,
+        mature_days=settings.trainer_mature_days,
+    )  # fmt: skip
+
+
 def retrain(
     settings: TrainerSettings,
     archive: Archive,
@@ -152,11 +161,7 @@ def retrain(
     newest = archive.newest_transaction_time()
     if newest is None:
         return RetrainResult("skipped", "the archive holds no transactions yet")
-    windows = RetrainWindows.plan(
-        newest, now(), train_days=settings.trainer_train_days,
-        eval_days=settings.trainer_eval_days, warmup_days=settings.trainer_warmup_days,
-        mature_days=settings.trainer_mature_days,
-    )  # fmt: skip
+    windows = plan_windows(settings, newest, now())
     progress(f"reading the archive: {windows.describe()}")
     rows = archive.labelled_history(windows.warmup_start, windows.eval_end, windows.as_of)
     labels = archive.labels_as_of(windows.as_of, windows.warmup_start, windows.eval_end)

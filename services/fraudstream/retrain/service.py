@@ -4,7 +4,10 @@ promotion policy moves them along, each step announced on `fraud.models`.
 One job at a time, in a worker thread; the main loop keeps polling meanwhile (so the
 consumer stays in its group however long training takes), and a trigger that arrives
 while a job runs is coalesced into it: counted, named in the version's evaluation, not
-queued. Offsets are committed when the job that covers them has finished, so a trainer
+queued. With `trainer_wait_days` a drift trigger first waits until the archive holds that
+much mature data after the drifted window (a challenger trained and judged on data from
+before the change learns nothing about it); triggers meanwhile join the waiting one.
+Offsets are committed when the job that covers them has finished, so a trainer
 killed mid-job retrains after its restart; a trigger whose version is already registered
 (the registry's `registered` events name it) is not trained twice. Between triggers the
 main loop applies the promotion policy every `trainer_check_s`.
@@ -20,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -35,7 +38,8 @@ from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.observability.http import HealthState, serve
 from fraudstream.observability.process import run_service, stop_on_signals
 from fraudstream.registry import ModelNotFoundError, Registry
-from fraudstream.retrain.job import Evaluation, RetrainResult, retrain
+from fraudstream.retrain.cli import MANUAL
+from fraudstream.retrain.job import Evaluation, RetrainResult, plan_windows, retrain
 from fraudstream.retrain.policy import PromotionPolicy
 from fraudstream.retrain.settings import TrainerSettings
 
@@ -54,10 +58,14 @@ class TrainerMetrics:
                             registry=self.registry)  # fmt: skip
         self.triggers = Counter(
             "fraud_trainer_triggers", "Triggers read: started a job, coalesced into the "
-            "running one, already trained, invalid or for another model", ("outcome",),
+            "running or waiting one, deferred to wait for data, already trained, invalid "
+            "or for another model", ("outcome",),
             registry=self.registry,
         )  # fmt: skip
         self.running = Gauge("fraud_trainer_running", "1 while a retrain job runs",
+                             registry=self.registry)  # fmt: skip
+        self.waiting = Gauge("fraud_trainer_waiting", "1 while a trigger waits for data "
+                             "after its drifted window (trainer_wait_days)",
                              registry=self.registry)  # fmt: skip
         self.stage_seconds = Gauge("fraud_trainer_stage_seconds", "Last job's time per stage",
                                    ("stage",), registry=self.registry)  # fmt: skip
@@ -80,6 +88,12 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class _Waiting:
+    triggers: list[str]
+    ready_at: datetime  # the evaluation window must end at or after this
+
+
 class Trainer:
     """The main loop's state: the running job, offsets to commit, the policy's clock."""
 
@@ -100,6 +114,8 @@ class Trainer:
         self._policy = policy
         self._clock = clock
         self.job: _Job | None = None
+        self.waiting: _Waiting | None = None
+        self._next_wait_check = 0.0
         self._uncommitted: dict[int, int] = {}  # partition -> next offset
         self._next_check = 0.0
 
@@ -117,9 +133,11 @@ class Trainer:
             if message is not None:
                 self.on_message(message)
             self.finish_job()
+            self.start_when_ready()
             self.apply_policy()
-        if self.job is not None:
-            _log.warning("stopping with a retrain running: its triggers are not committed")
+        if self.job is not None or self.waiting is not None:
+            _log.warning("stopping with a retrain running or waiting: its triggers are not "
+                         "committed")  # fmt: skip
         else:
             self._commit()
 
@@ -143,22 +161,59 @@ class Trainer:
         if trigger.model_name != self.settings.model_name:
             self.metrics.triggers.labels("other_model").inc()
             return
-        if self.job is not None:
-            self.job.triggers.append(trigger.trigger_id)
+        held = self.job or self.waiting
+        if held is not None:
+            held.triggers.append(trigger.trigger_id)
             self.metrics.triggers.labels("coalesced").inc()
-            _log.info("trigger %s (%s) coalesced into the running job", trigger.trigger_id,
-                      trigger.detector)  # fmt: skip
+            _log.info("trigger %s (%s) coalesced into the %s job", trigger.trigger_id,
+                      trigger.detector, "running" if self.job else "waiting")  # fmt: skip
             return
         if self._already_trained(trigger.trigger_id):
             self.metrics.triggers.labels("already_trained").inc()
             _log.info("trigger %s already has a registered version", trigger.trigger_id)
             self._commit()
             return
+        seen = (
+            f"trigger {trigger.trigger_id} from {trigger.detector} "
+            f"({trigger.feature or '-'} {trigger.statistic}={trigger.value:.4g})"
+        )
+        wait = self.settings.trainer_wait_days
+        if wait > 0 and trigger.detector != MANUAL:
+            ready_at = trigger.window_end + timedelta(days=wait)
+            self.waiting = _Waiting([trigger.trigger_id], ready_at)
+            self.metrics.triggers.labels("deferred").inc()
+            self.metrics.waiting.set(1)
+            _log.info("%s: retraining once mature data reaches %s (trainer_wait_days %g)",
+                      seen, f"{ready_at:%Y-%m-%d %H:%M}", wait)  # fmt: skip
+            self._next_wait_check = 0.0
+            return
         self.metrics.triggers.labels("started").inc()
-        _log.info("trigger %s from %s (%s %s=%.4g): retraining", trigger.trigger_id,
-                  trigger.detector, trigger.feature or "-", trigger.statistic,
-                  trigger.value)  # fmt: skip
+        _log.info("%s: retraining", seen)
         self.start_job([trigger.trigger_id])
+
+    def start_when_ready(self) -> None:
+        """Start the waiting trigger's job once the evaluation window a retrain would use
+        ends at its `ready_at` (checked every `trainer_check_s`)."""
+        waiting = self.waiting
+        if waiting is None or self.job is not None or time.monotonic() < self._next_wait_check:
+            return
+        self._next_wait_check = time.monotonic() + self.settings.trainer_check_s
+        try:
+            newest = self.newest_archived()
+        except Exception as exc:  # the next check tries again
+            _log.warning("archive not readable to check the waiting trigger: %s", exc)
+            return
+        if newest is None:
+            return
+        windows = plan_windows(self.settings, newest, self._clock())
+        if windows.eval_end < waiting.ready_at:
+            return
+        self.waiting = None
+        self.metrics.waiting.set(0)
+        self.metrics.triggers.labels("started").inc()
+        _log.info("mature data reaches %s: retraining for %s",
+                  f"{windows.eval_end:%Y-%m-%d %H:%M}", " ".join(waiting.triggers))  # fmt: skip
+        self.start_job(waiting.triggers)
 
     def start_job(self, triggers: list[str]) -> None:
         """Run one retrain in a worker thread (the caller checked none runs)."""
@@ -205,6 +260,11 @@ class Trainer:
         name = self.settings.model_name
         events = [e for e in self.registry.events(name) if e.version == result.version]
         self.announce(events)
+
+    def newest_archived(self) -> datetime | None:
+        """The archive's newest transaction time (what a retrain plans its windows from)."""
+        with Archive(self.root, TopicNames.from_settings(self.settings)) as archive:
+            return archive.newest_transaction_time()
 
     def apply_policy(self) -> None:
         """The promotion policy, every `trainer_check_s` while no job runs."""

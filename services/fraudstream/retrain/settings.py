@@ -45,6 +45,13 @@ class TrainerSettings(CommonSettings):
     trainer_mature_days: float = Field(
         default=30.0, ge=0, le=366, description="Label maturity: rows this recent are left out."
     )
+    trainer_wait_days: float = Field(
+        default=0.0, ge=0, le=366,
+        description="A drift trigger's retrain starts once the evaluation window ends this "
+        "many days after the drifted window (so the comparison, and with more days than "
+        "trainer_eval_days the newest training rows, come after the change); 0: at once. "
+        "Triggers from `fraudctl retrain` never wait.",
+    )  # fmt: skip
     trainer_min_frauds: int = Field(
         default=50, ge=1, description="Labelled frauds the training window needs, else skip."
     )
