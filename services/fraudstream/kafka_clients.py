@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from fraudstream.errors import ConfigurationError
@@ -126,3 +126,21 @@ def partition_count(client: Consumer, topic: str, timeout_s: float = 30.0) -> in
     if found is None or found.error is not None:
         return 0
     return len(found.partitions)
+
+
+def commit_at_end(settings: CommonSettings, bootstrap: str, group_id: str, topic: str) -> None:
+    """Commit `group_id`'s offsets on every partition of `topic` at its end, so a consumer
+    of that group that starts now reads only what comes next (faust's group is its app
+    id). Raises `ConfigurationError` when the topic does not exist."""
+    client = consumer(settings, bootstrap, group_id)
+    try:
+        partitions = partition_count(client, topic)
+        if partitions == 0:
+            raise ConfigurationError(f"topic {topic} does not exist")
+        ends = [
+            TopicPartition(topic, p, client.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
+            for p in range(partitions)
+        ]
+        client.commit(offsets=ends, asynchronous=False)
+    finally:
+        client.close()

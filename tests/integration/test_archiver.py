@@ -176,6 +176,39 @@ def test_a_flush_that_never_committed_is_discarded_and_written_again(
     assert archived_rows(root) == before
 
 
+def test_an_archive_started_at_the_end_holds_only_what_came_after(
+    endpoints: Endpoints,
+    admin: AdminClient,
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+) -> None:
+    """FRAUD_ARCHIVE_START=latest (the drift demo's fresh archive): earlier records are not
+    archived, later ones are, and a restart resumes from the progress, not the end."""
+    env = {**archiver_env(endpoints, admin, tmp_path), "FRAUD_ARCHIVE_START": "latest"}
+    root, log = tmp_path / "archive", tmp_path / "archiver.log"
+    earlier, _ = _records(env, 300, seed=34)
+    later, later_ids = _records(env, 300, seed=35)
+    producer = make_producer()
+    _produce(producer, earlier, rate=100_000.0)
+    proc = start_archiver(env, log)
+    await_condition(lambda: "INFO __main__: assigned" in log.read_text(), 60)
+    _produce(producer, later, rate=100_000.0)
+    valid = sum(len(v) for v in later_ids.values())
+    await_condition(lambda: sum(len(v) for v in archived_rows(root).values()) >= valid, 90)
+    stop_archiver(proc, log, started=1)
+    topic = settings_from_env(env).topic_transactions
+    assert sorted(r[2] for r in archived_rows(root)[topic]) == sorted(later_ids[topic])
+    more, more_ids = _records(env, 100, seed=36)
+    _produce(producer, more, rate=100_000.0)  # while no archiver runs
+    proc = start_archiver(env, log)
+    expected = sorted(later_ids[topic] + more_ids[topic])
+    await_condition(
+        lambda: sorted(r[2] for r in archived_rows(root).get(topic, [])) == expected, 90,
+        what="the records produced while it was stopped",
+    )  # fmt: skip
+    stop_archiver(proc, log, started=2)
+
+
 def test_the_archive_opens_a_relative_directory_and_a_file_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

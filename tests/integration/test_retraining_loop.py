@@ -22,11 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from fraudstream.contracts import Decision, Label, ModelEvent, ModelEventType, Transaction, encode
 from fraudstream.features.spec import FeatureConfig
+from fraudstream.kafka_clients import commit_at_end
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry, Stage
 from fraudstream.simulator import TRUTH_COLUMNS, DriftConfig, SimulationConfig, iter_transactions
@@ -186,7 +187,9 @@ def test_drift_retrains_promotes_and_serves_the_challenger(  # noqa: PLR0917
     # this test's first runs), so the monitor watches days 10-12, the reference's own.
     _send(producer, settings.topic_transactions, warm)
     answers.await_total(len(warm), 180)
-    _start_at_the_end(settings.topic_decisions, env["FRAUD_DRIFT_GROUP_ID"], endpoints)
+    commit_at_end(
+        settings, endpoints.kafka_bootstrap, env["FRAUD_DRIFT_GROUP_ID"], settings.topic_decisions
+    )
     monitor_log = tmp_path / "monitor.log"
     processes["monitor"] = (start_module("fraudstream.drift.service", env, monitor_log),
                             monitor_log)  # fmt: skip
@@ -251,19 +254,6 @@ def test_drift_retrains_promotes_and_serves_the_challenger(  # noqa: PLR0917
     assert by_version[champion] > 0
     assert by_version[challenger] > 0
     assert any(d.shadow_model_version == challenger for d in answers.decisions)
-
-
-def _start_at_the_end(topic: str, group: str, endpoints: Endpoints) -> None:
-    """Commit `group`'s offsets on `topic` at its end (faust's group is its app id)."""
-    consumer = Consumer({"bootstrap.servers": endpoints.kafka_bootstrap, "group.id": group,
-                         "enable.auto.commit": False})  # fmt: skip
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(
-            TopicPartition(topic, p), timeout=10)[1]) for p in partitions]  # fmt: skip
-        consumer.commit(offsets=ends, asynchronous=False)
-    finally:
-        consumer.close()
 
 
 def _watched(metrics: str) -> float:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -66,6 +66,10 @@ class ArchiverSettings(CommonSettings):
         "prefix, gs://...; credentials from the environment as pyarrow reads them).",
     )
     archive_group: str = Field(default="fraud-archiver", description="Consumer group.")
+    archive_start: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a partition never archived starts: its log's "
+        "beginning, or its end (an archive of what comes from now on).",
+    )  # fmt: skip
     archive_flush_s: float = Field(default=60.0, gt=0, le=3600)
     archive_flush_rows: int = Field(default=200_000, ge=1)
     archive_flush_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -450,16 +454,18 @@ class Archiver:
         _log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def _first_progress(self, consumer: Consumer, tp: TopicPartition) -> int:
-        """A partition never archived starts at its log's beginning, recorded before any
-        data file is written: a data file without progress is then never ours to delete."""
+        """A partition never archived starts at its log's beginning (or its end, per
+        `archive_start`), recorded before any data file is written: a data file without
+        progress is then never ours to delete."""
         if any(n.partition == tp.partition for n in self.archive.names(tp.topic)):
             raise ArchiveError(
                 f"{tp.topic}[{tp.partition}] has archive files but no progress file under "
                 f"{PROGRESS_DIR}/: restore it, or move the files away to archive again"
             )
-        low, _high = consumer.get_watermark_offsets(tp, timeout=10)
-        self.archive.set_progress(tp.topic, tp.partition, low)
-        return int(low)
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        start = int(low if self.settings.archive_start == "earliest" else high)
+        self.archive.set_progress(tp.topic, tp.partition, start)
+        return start
 
     def _still_in_the_log(self, consumer: Consumer, tp: TopicPartition, start: int) -> int:
         """Where to resume: the progress, or the log's beginning if the topic's retention
