@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install fraudstream with the train and dev extras
 
-run: install  ## start Kafka + Redis, provision topics, stream simulated traffic (Ctrl-C stops)
-	$(BIN)/fraudctl demo
+run: install  ## start Kafka + Redis, provision topics, stream simulated traffic (Ctrl-C stops); DRIFT=1: the retraining loop
+	$(BIN)/fraudctl demo $(if $(DRIFT),--drift)
 
 test: install  ## unit + integration tests (starts a private Kafka and Redis on free ports)
 	$(BIN)/python -m pytest

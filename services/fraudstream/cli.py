@@ -238,18 +238,23 @@ def simulate(rate: float, duration: float, seed: int, cards: int, merchants: int
 @click.option(
     "--rate",
     type=click.FloatRange(min=0.1, max=100_000),
-    default=200.0,
-    show_default=True,
-    help="Transactions per second.",
+    default=None,
+    help="Transactions per second [default: 200; 1,000 with --drift].",
 )
 @click.option(
     "--duration",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Seconds to run; 0 runs until interrupted.",
+    help="Seconds to run; 0 runs until interrupted (--drift: until the scenario ends).",
 )
-def demo(rate: float, duration: float) -> None:
+@click.option(
+    "--drift",
+    is_flag=True,
+    help="Replay a world that drifts and watch the loop retrain, test and promote or "
+    'retire a challenger (about five minutes; README "The loop in the demo").',
+)
+def demo(rate: float | None, duration: float, drift: bool) -> None:
     """The whole flow: stack, topics, a first model, the scorer, live traffic and results."""
     from fraudstream.demo import run_demo  # noqa: PLC0415 - loads the scorer's dependencies
     from fraudstream.scoring.settings import ScorerSettings  # noqa: PLC0415
@@ -260,7 +265,8 @@ def demo(rate: float, duration: float) -> None:
     create_topics(settings)
     click.echo("streaming; Ctrl-C stops the traffic and the scorer (the stack keeps running: "
                "`fraudctl down`)")  # fmt: skip
-    run_demo(settings, resolve_endpoints(settings), rate, duration, click.echo)
+    rate = rate or (1000.0 if drift else 200.0)
+    run_demo(settings, resolve_endpoints(settings), rate, duration, click.echo, drift=drift)
 
 
 def _start_stream(

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from fraudstream import kafka_clients
 from fraudstream.contracts import Label, Transaction, encode
-from fraudstream.errors import FraudStreamError, LocalStackError
+from fraudstream.demo_drift import DriftDemo, drift_line
+from fraudstream.errors import LocalStackError
 from fraudstream.localstack.processes import free_port
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.registry import Registry, RegistryError
@@ -70,41 +71,35 @@ def start_scorer(endpoints: Endpoints, metrics_port: int, log: Path) -> subproce
     return _start("fraudstream.scoring.service", endpoints, metrics_port, log)
 
 
-def start_archiver(endpoints: Endpoints, log: Path) -> subprocess.Popen[bytes]:
+def start_archiver(endpoints: Endpoints, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     """The archiver as a child process; it writes `archive/` (FRAUD_ARCHIVE_URL) every 10 s."""
+    flush = {"FRAUD_ARCHIVE_FLUSH_S": os.environ.get("FRAUD_ARCHIVE_FLUSH_S", "10")}
     return _start("fraudstream.history.archiver", endpoints, free_port(), log,
-                  FRAUD_ARCHIVE_FLUSH_S=os.environ.get("FRAUD_ARCHIVE_FLUSH_S", "10"))  # fmt: skip
+                  **{**flush, **extra})  # fmt: skip
+
+
+def start_monitor(endpoints: Endpoints, state_dir: Path, port: int, **extra: str) -> Child:
+    """The drift monitor as a child process, its metrics on `port`."""
+    return _start("fraudstream.drift.service", endpoints, free_port(), state_dir / "monitor.log",
+                  **{"FRAUD_DRIFT_METRICS_PORT": str(port), **extra})  # fmt: skip
+
+
+def start_trainer(endpoints: Endpoints, state_dir: Path, **extra: str) -> Child:
+    """The trainer as a child process."""
+    return _start("fraudstream.retrain.service", endpoints, free_port(), state_dir / "trainer.log",
+                  **{"FRAUD_TRAINER_METRICS_PORT": str(free_port()), **extra})  # fmt: skip
 
 
 def start_loop(endpoints: Endpoints, state_dir: Path, say: Say) -> tuple[list[Child], int]:
     """The drift monitor and the trainer as child processes (README "Retraining and
     promotion"); the monitor's metrics port, which the summary line reads."""
     port = free_port()
-    monitor = _start("fraudstream.drift.service", endpoints, free_port(),
-                     state_dir / "monitor.log", FRAUD_DRIFT_METRICS_PORT=str(port))  # fmt: skip
-    trainer = _start("fraudstream.retrain.service", endpoints, free_port(),
-                     state_dir / "trainer.log",
-                     FRAUD_TRAINER_METRICS_PORT=str(free_port()))  # fmt: skip
+    monitor = start_monitor(endpoints, state_dir, port)
+    trainer = start_trainer(endpoints, state_dir)
     say(f"drift monitor pid {monitor.pid}, trainer pid {trainer.pid}; logs "
         f"{state_dir / 'monitor.log'}, {state_dir / 'trainer.log'}; `fraudctl drift status "
         f"--url http://127.0.0.1:{port}/metrics`, `fraudctl models history fraud`")  # fmt: skip
     return [monitor, trainer], port
-
-
-def drift_line(monitor_port: int) -> str:
-    """`drift: ...` for the summary: drifted detectors per the monitor, or why not known."""
-    from fraudstream.drift.status import fetch, parse  # noqa: PLC0415 - small, demo only
-
-    try:
-        rows = parse(fetch(f"http://127.0.0.1:{monitor_port}/metrics", timeout_s=1))
-    except FraudStreamError:
-        return "drift: monitor starting"
-    if not rows:
-        return "drift: no ML decision watched yet"
-    drifted = [f"{r.detector}{'.' + r.feature if r.feature else ''}" for r in rows if r.drifted]
-    versions = sorted({r.model_version for r in rows})
-    shown = ", ".join(drifted[:3]) + (f" +{len(drifted) - 3}" if len(drifted) > 3 else "")
-    return f"drift ({', '.join(versions)}): " + (shown if drifted else "none")
 
 
 def _start(
@@ -130,6 +125,8 @@ class Summary:
 
     def __init__(self) -> None:
         self.decisions: Counter[tuple[str, str]] = Counter()
+        self.models: Counter[str] = Counter()  # decisions by the model version that made them
+        self.last_decision = time.monotonic()
         self.dlq = 0
         self.backlog = 0
         self.latencies_ms: list[float] = []
@@ -141,6 +138,8 @@ class Summary:
             self.backlog += 1  # input left from before this demo run
             return
         self.decisions[(data["action"], data["path"])] += 1
+        self.models[data.get("model_version") or "rules"] += 1
+        self.last_decision = time.monotonic()
         self.latencies_ms.append((arrived - sent) * 1000)
 
     def line(self, elapsed: float, stats: StreamStats) -> str:
@@ -213,6 +212,12 @@ def replay_events(
         seed=7, n_transactions=count, days=days, start=start,  # the customers the model knows
         id_prefix=f"demo{uuid.uuid4().hex[:6]}",
     )  # fmt: skip
+    return replay_of(config)
+
+
+def replay_of(config: SimulationConfig) -> tuple[Iterator[Transaction], list[Label]]:
+    """`config`'s transactions without their ground truth, and its labels in `labelled_at`
+    order."""
     sim = simulate(config)
     labels = sim.labels.sort_by("labelled_at").select(list(Label.model_fields)).to_pylist()
     return (
@@ -260,19 +265,23 @@ class _Replayed:
 
 
 def run_demo(
-    settings: ScorerSettings, endpoints: Endpoints, rate: float, duration: float, say: Say
-) -> None:
-    """Score simulated traffic live until `duration` passes (0: until Ctrl-C)."""
+    settings: ScorerSettings, endpoints: Endpoints, rate: float, duration: float, say: Say,
+    *, drift: bool = False,
+) -> None:  # fmt: skip
+    """Score simulated traffic live until `duration` passes (0: until Ctrl-C). With `drift`
+    the replay is the drift scenario (`demo_drift`), which ends by itself."""
     ensure_model(settings, say)
-    scorer = _ready_scorer(settings, endpoints, say)
-    archiver = start_archiver(endpoints, settings.state_dir / "archiver.log")
-    say(f"archiver pid {archiver.pid}; log {settings.state_dir / 'archiver.log'}")
-    loop, monitor_port = start_loop(endpoints, settings.state_dir, say)
-    drift = "drift: monitor starting"
-    watcher = _watch(settings, endpoints)
-    producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap)
     replayed = _Replayed(settings.state_dir / "demo.json")
-    history, labels = replay_events(rate, duration, say, replayed.until)
+    loop = DriftDemo(settings, endpoints.kafka_bootstrap, say) if drift else None
+    if loop is None:
+        history, labels = replay_events(rate, duration, say, replayed.until)
+    else:
+        now = datetime.now(UTC).replace(microsecond=0)
+        history, labels = replay_of(loop.world(now, replayed.until))
+    scorer = _ready_scorer(settings, endpoints, say)
+    children, status = _start_services(settings, endpoints, say, loop)
+    watcher = _watch(settings, endpoints, loop is not None)
+    producer = kafka_clients.producer(settings, endpoints.kafka_bootstrap)
     stats, stop = StreamStats(sent_at={}), threading.Event()
 
     def send_label(label: Label) -> None:
@@ -282,7 +291,7 @@ def run_demo(
     events = replayed.track(with_labels(history, labels, send_label))
     feeder = threading.Thread(
         target=stream, args=(producer, settings.topic_transactions, events, rate, stop, stats),
-        kwargs={"restamp": False}, daemon=True,
+        kwargs={"restamp": False, "hold": loop.hold if loop else None}, daemon=True,
     )  # fmt: skip
     feeder.start()
     summary = Summary()
@@ -292,15 +301,16 @@ def run_demo(
         while duration == 0 or time.monotonic() - started < duration:
             message = watcher.poll(0.05)
             if message is not None and message.error() is None:
-                if message.topic() == settings.topic_dlq:
-                    summary.dlq += 1
-                else:
-                    sent_at = stats.sent_at if stats.sent_at is not None else {}
-                    summary.add_decision(message.value() or b"{}", time.time(), sent_at)
+                _take(message, settings, loop, summary, stats)
+            if loop is not None:
+                ending = loop.step(replayed.last, feeder.is_alive(), summary.last_decision,
+                                   children.append)  # fmt: skip
+                if ending:
+                    say(ending)
+                    break
             if time.monotonic() >= next_report:
-                if int(next_report - started) % 5 == 0:
-                    drift = drift_line(monitor_port)
-                say(f"{summary.line(time.monotonic() - started, stats)} | {drift}")
+                say(f"{summary.line(time.monotonic() - started, stats)} | "
+                    f"{status(replayed.last, summary.models)}")  # fmt: skip
                 next_report += 1.0
             if scorer.poll() is not None:
                 say(f"the scorer exited ({scorer.returncode}); see its log")
@@ -312,8 +322,54 @@ def run_demo(
         feeder.join(10)
         replayed.save()
         watcher.close()
-        _stop(scorer, archiver, *loop)  # the archiver flushes what it holds
+        _stop(scorer, *children)  # the archiver flushes what it holds
     say(summary.line(time.monotonic() - started, stats))
+
+
+Status = Callable[[datetime | None, Counter[str]], str]
+
+
+def _start_services(
+    settings: ScorerSettings, endpoints: Endpoints, say: Say, loop: DriftDemo | None
+) -> tuple[list[Child], Status]:
+    """The archiver, the monitor (the drift demo starts it later) and the trainer; and what
+    the summary line adds: drift status, refreshed every 5 s."""
+    state = settings.state_dir
+    children = [start_archiver(endpoints, state / "archiver.log",
+                               **(loop.archiver_env() if loop else {}))]  # fmt: skip
+    say(f"archiver pid {children[0].pid}; log {state / 'archiver.log'}")
+    if loop is not None:
+        children.append(start_trainer(endpoints, state, **loop.trainer_env()))
+        say(f"trainer pid {children[-1].pid}; log {state / 'trainer.log'}")
+        loop.start_monitor = lambda env: start_monitor(endpoints, state, loop.monitor_port, **env)
+        return children, loop.status
+    started, port = start_loop(endpoints, state, say)
+    return children + started, _Refreshed(lambda: drift_line(port), "drift: monitor starting")
+
+
+class _Refreshed:
+    """A status line read at most every 5 s (a `Status`)."""
+
+    def __init__(self, read: Callable[[], str], line: str) -> None:
+        self.read, self.line, self.at = read, line, 0.0
+
+    def __call__(self, _replayed: datetime | None, _models: Counter[str]) -> str:
+        if time.monotonic() - self.at >= 5:
+            self.line, self.at = self.read(), time.monotonic()
+        return self.line
+
+
+def _take(message: Message, settings: ScorerSettings, loop: DriftDemo | None,
+          summary: Summary, stats: StreamStats) -> None:  # fmt: skip
+    """One record the watcher read: a loop step, a dead letter or a decision."""
+    topic, value = message.topic() or "", message.value() or b""
+    if loop is not None and loop.on_record(topic, value):
+        return
+    if topic == settings.topic_dlq:
+        summary.dlq += 1
+    else:
+        summary.add_decision(value or b"{}", time.time(),
+                             stats.sent_at if stats.sent_at is not None else {})  # fmt: skip
 
 
 def _ready_scorer(settings: ScorerSettings, endpoints: Endpoints, say: Say) -> Child:
@@ -325,15 +381,18 @@ def _ready_scorer(settings: ScorerSettings, endpoints: Endpoints, say: Say) -> C
     return scorer
 
 
-def _watch(settings: ScorerSettings, endpoints: Endpoints) -> Consumer:
-    """A consumer of the decisions and dead letters from their end, once assigned."""
+def _watch(settings: ScorerSettings, endpoints: Endpoints, loop: bool = False) -> Consumer:
+    """A consumer of the decisions and dead letters (with `loop`, the retrain triggers and
+    model events too) from their end, once assigned."""
     watcher = kafka_clients.consumer(
         settings, endpoints.kafka_bootstrap, f"fraudctl-demo-{uuid.uuid4().hex[:8]}",
         {"auto.offset.reset": "latest"},
     )  # fmt: skip
     assigned = threading.Event()
-    watcher.subscribe([settings.topic_decisions, settings.topic_dlq],
-                      on_assign=lambda *_: assigned.set())  # fmt: skip
+    topics = [settings.topic_decisions, settings.topic_dlq]
+    if loop:
+        topics += [settings.topic_retrain, settings.topic_models]
+    watcher.subscribe(topics, on_assign=lambda *_: assigned.set())
     deadline = time.monotonic() + 30
     while not assigned.is_set() and time.monotonic() < deadline:
         watcher.poll(0.1)

@@ -1,13 +1,24 @@
-"""The demo's replay sizing: every rate and duration must give a history the simulator accepts."""
+"""The demo's replay sizing (every rate and duration must give a history the simulator
+accepts) and the drift demo's world, loop log and trainer state."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from fraudstream.contracts import Label, Transaction
+from fraudstream.contracts import (
+    Label,
+    ModelEvent,
+    ModelEventType,
+    RetrainTrigger,
+    Transaction,
+    encode,
+)
 from fraudstream.demo import HISTORY_PER_DAY, replay_events, replay_size, replay_window, with_labels
+from fraudstream.demo_drift import DriftScenario, LoopLog, check_room, trainer_line, trainer_state
+from fraudstream.errors import ConfigurationError, FraudStreamError
 from fraudstream.simulator import SimulationConfig
 
 
@@ -52,3 +63,65 @@ def test_labels_go_out_once_the_replay_reaches_the_time_they_were_given() -> Non
     for before, label in sent:  # not early: the next payment is at or after the label
         assert txs[before].event_time >= label.labelled_at
         assert before == 0 or txs[before - 1].event_time < label.labelled_at
+
+
+def test_the_drift_world_ends_now_drifts_inside_and_refuses_an_earlier_demos_cards() -> None:
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    scenario = DriftScenario()
+    start = now - timedelta(days=scenario.days)
+    world = scenario.world(start, "drift1")
+    assert world.end == now
+    assert world.drift is not None
+    assert world.drift.at == start + timedelta(days=scenario.drift_day)
+    assert scenario.monitor_day < scenario.drift_day < scenario.days
+    assert world.n_transactions / world.days == HISTORY_PER_DAY  # the first model's density
+    check_room(start, None)
+    check_room(start, start - timedelta(hours=1))
+    with pytest.raises(ConfigurationError, match="make clean"):
+        check_room(start, start + timedelta(days=1))
+
+
+def test_the_loop_log_prints_each_step_and_knows_the_challengers_fate(tmp_path: Path) -> None:
+    lines: list[str] = []
+    log = LoopLog(lines.append, tmp_path / "models", wait_days=4.0, when=lambda: "day 15/42")
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    trigger = RetrainTrigger(
+        trigger_id="t1", model_name="fraud", model_version="v1", detector="feature_psi",
+        feature="amount_log", statistic="psi", value=0.61, threshold=0.25,
+        window_start=at, window_end=at, triggered_at=at,
+    )  # fmt: skip
+    log.on_trigger(encode(trigger))
+    log.on_trigger(b"not json")  # not ours to judge: ignored
+    assert lines == [
+        "loop (day 15/42): drift trigger from feature_psi on amount_log: psi 0.61 "
+        "against 0.25 (v1); the trainer waits for 4 days of mature data after it"
+    ]
+
+    def event(version: str, kind: ModelEventType, note: str = "") -> bytes:
+        return encode(ModelEvent(model_name="fraud", version=version, event=kind,
+                                 actor="trainer", at=at, note=note))  # fmt: skip
+
+    log.on_model_event(event("v2", ModelEventType.REGISTERED, "t1"))
+    log.on_model_event(event("v1", ModelEventType.RETIRED))  # the old champion: not the fate
+    assert log.decided is None
+    log.on_model_event(event("v2", ModelEventType.RETIRED, "canary test at 95%: failed"))
+    assert log.decided == "retired"
+    assert lines[-1] == "loop (day 15/42): retired v2 (trainer): canary test at 95%: failed"
+
+
+def test_the_trainer_state_comes_from_its_gauges() -> None:
+    def metrics(running: int, waiting: int) -> str:
+        return (
+            f"# TYPE fraud_trainer_running gauge\nfraud_trainer_running {running}\n"
+            f"# TYPE fraud_trainer_waiting gauge\nfraud_trainer_waiting {waiting}\n"
+        )
+
+    assert trainer_state(metrics(0, 0)) == "idle"
+    assert trainer_state(metrics(0, 1)) == "waiting for data"
+    assert trainer_state(metrics(1, 0)) == "training"
+    assert trainer_line(lambda: metrics(1, 0)) == "trainer training"
+
+    def unreachable() -> str:
+        raise FraudStreamError("connection refused")
+
+    assert trainer_line(unreachable) == "trainer starting"

@@ -190,11 +190,14 @@ def test_a_drift_trigger_waits_for_mature_data_after_its_window(tmp_path: Path) 
     trainer.settings = trainer.settings.model_copy(
         update={"trainer_wait_days": 3.0, "trainer_mature_days": 2.0, "trainer_check_s": 0.001}
     )
-    newest = [drifted + timedelta(days=4)]  # evaluation would end on day 12: too early
+    newest = [drifted]  # the archive when the trigger is first checked: ready at day 13
     trainer.newest_archived = lambda: newest[0]  # type: ignore[method-assign]
     trainer.on_message(cast(Any, _Message(_drift_trigger(drifted), 0, 7)))
     trainer.on_message(cast(Any, _Message(_drift_trigger(drifted + timedelta(hours=2)), 0, 8)))
     trainer.on_message(_message(9))  # by hand, but the waiting job takes it in
+    trainer.start_when_ready()
+    newest[0] = drifted + timedelta(days=4)  # an evaluation would end on day 12: too early
+    trainer.settings = trainer.settings.model_copy(update={"trainer_check_s": 0.0})
     trainer.start_when_ready()
     assert trainer.job is None
     assert job.calls == []
@@ -203,7 +206,7 @@ def test_a_drift_trigger_waits_for_mature_data_after_its_window(tmp_path: Path) 
     assert sample("fraud_trainer_triggers_total", {"outcome": "deferred"}) == 1
     assert sample("fraud_trainer_triggers_total", {"outcome": "coalesced"}) == 2
 
-    newest[0] = drifted + timedelta(days=5)  # 5 - 2 mature = 3 days after the window
+    newest[0] = drifted + timedelta(days=5)  # 5 - 2 mature: 3 days after what it saw
 
     def started() -> bool:
         trainer.start_when_ready()

@@ -5,8 +5,11 @@ One job at a time, in a worker thread; the main loop keeps polling meanwhile (so
 consumer stays in its group however long training takes), and a trigger that arrives
 while a job runs is coalesced into it: counted, named in the version's evaluation, not
 queued. With `trainer_wait_days` a drift trigger first waits until the archive holds that
-much mature data after the drifted window (a challenger trained and judged on data from
-before the change learns nothing about it); triggers meanwhile join the waiting one.
+much mature data after it (a challenger trained and judged on data from before the change
+learns nothing about it), counted in event time from the archive's newest transaction
+when the trigger is first checked, which is where the drift was seen (the trigger's own
+times are the monitor's clock, `decided_at`: far off event time in a replay). Triggers
+meanwhile join the waiting one.
 Offsets are committed when the job that covers them has finished, so a trainer
 killed mid-job retrains after its restart; a trigger whose version is already registered
 (the registry's `registered` events name it) is not trained twice. Between triggers the
@@ -91,7 +94,7 @@ class _Job:
 @dataclass
 class _Waiting:
     triggers: list[str]
-    ready_at: datetime  # the evaluation window must end at or after this
+    ready_at: datetime | None = None  # the evaluation window must end at or after this
 
 
 class Trainer:
@@ -179,12 +182,10 @@ class Trainer:
         )
         wait = self.settings.trainer_wait_days
         if wait > 0 and trigger.detector != MANUAL:
-            ready_at = trigger.window_end + timedelta(days=wait)
-            self.waiting = _Waiting([trigger.trigger_id], ready_at)
+            self.waiting = _Waiting([trigger.trigger_id])
             self.metrics.triggers.labels("deferred").inc()
             self.metrics.waiting.set(1)
-            _log.info("%s: retraining once mature data reaches %s (trainer_wait_days %g)",
-                      seen, f"{ready_at:%Y-%m-%d %H:%M}", wait)  # fmt: skip
+            _log.info("%s: waiting for %g days of mature data after it", seen, wait)
             self._next_wait_check = 0.0
             return
         self.metrics.triggers.labels("started").inc()
@@ -193,7 +194,8 @@ class Trainer:
 
     def start_when_ready(self) -> None:
         """Start the waiting trigger's job once the evaluation window a retrain would use
-        ends at its `ready_at` (checked every `trainer_check_s`)."""
+        ends `trainer_wait_days` after the newest archived transaction at the first check
+        (checked every `trainer_check_s`)."""
         waiting = self.waiting
         if waiting is None or self.job is not None or time.monotonic() < self._next_wait_check:
             return
@@ -205,6 +207,13 @@ class Trainer:
             return
         if newest is None:
             return
+        if waiting.ready_at is None:
+            waiting.ready_at = newest + timedelta(days=self.settings.trainer_wait_days)
+            _log.info(
+                "retraining once mature data reaches %s (archived to %s)",
+                f"{waiting.ready_at:%Y-%m-%d %H:%M}",
+                f"{newest:%Y-%m-%d %H:%M}",
+            )
         windows = plan_windows(self.settings, newest, self._clock())
         if windows.eval_end < waiting.ready_at:
             return

@@ -48,9 +48,10 @@ class TrainerSettings(CommonSettings):
     trainer_wait_days: float = Field(
         default=0.0, ge=0, le=366,
         description="A drift trigger's retrain starts once the evaluation window ends this "
-        "many days after the drifted window (so the comparison, and with more days than "
-        "trainer_eval_days the newest training rows, come after the change); 0: at once. "
-        "Triggers from `fraudctl retrain` never wait.",
+        "many days (event time) after the newest archived transaction when the trigger came "
+        "(so the comparison, and with more days than trainer_eval_days the newest training "
+        "rows, come after the change); 0: at once. Triggers from `fraudctl retrain` never "
+        "wait.",
     )  # fmt: skip
     trainer_min_frauds: int = Field(
         default=50, ge=1, description="Labelled frauds the training window needs, else skip."

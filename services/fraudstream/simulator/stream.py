@@ -43,17 +43,25 @@ def stream(  # noqa: PLR0917 - one call site, all arguments distinct in type
     stats: StreamStats,
     max_events: int | None = None,
     restamp: bool = True,
+    hold: threading.Event | None = None,
 ) -> StreamStats:
     """Send event i at `start + i / rate` (no coordinated omission).
 
     With `restamp` each event's time becomes its send time (live traffic); without it the
-    simulated event times are kept (an accelerated replay of simulated history). Runs
-    until `stop` is set or `max_events` were sent, then flushes.
+    simulated event times are kept (an accelerated replay of simulated history). While
+    `hold` is set nothing is sent, and the schedule resumes where it stopped (no burst to
+    catch up). Runs until `stop` is set or `max_events` were sent, then flushes.
     """
     start = time.monotonic()
     for index, tx in enumerate(transactions):
         if stop.is_set() or (max_events is not None and index >= max_events):
             break
+        if hold is not None and hold.is_set():
+            held = time.monotonic()
+            producer.flush(30)
+            while hold.is_set() and not stop.wait(0.1):
+                pass
+            start += time.monotonic() - held
         delay = start + index / rate_per_s - time.monotonic()
         if delay > 0 and stop.wait(delay):
             break
