@@ -183,8 +183,9 @@ def replay_window(
     starts before the last event an earlier demo sent: cards' state in Redis is at that
     time, and replaying the same customers earlier again (make run twice) made 18 % of a
     40 s run's payments declines, against 0.3 % on a fresh stack. After an earlier demo
-    the window may end up to 23 h ahead, and is shortened (denser) to fit; with less than
-    an hour of room left it ends now again."""
+    the window may end up to 23 h ahead, and is shortened to fit (`replay_events` then
+    simulates fewer payments, at the same density); with less than an hour of room left it
+    ends now again."""
     start = now - timedelta(days=days)
     if replayed_until is None or replayed_until <= start:
         return start, days
@@ -205,7 +206,13 @@ def replay_events(
     """
     count, days = replay_size(rate, duration)
     now = datetime.now(UTC).replace(microsecond=0)
-    start, days = replay_window(now, days, replayed_until)
+    start, shortened = replay_window(now, days, replayed_until)
+    if shortened < days:  # the same density in fewer days: fewer payments
+        count, days = max(int(shortened * HISTORY_PER_DAY), MIN_REPLAY), shortened
+        say(
+            f"an earlier demo's payments reach {start:%Y-%m-%d %H:%M}: {count:,} payments "
+            "fit between then and the clock (`make clean` resets the stack's state)"
+        )
     say(f"simulating {count:,} payments over {days:,.1f} days from {start:%Y-%m-%d %H:%M} "
         f"to replay at {rate:,.0f}/s")  # fmt: skip
     config = SimulationConfig(

@@ -125,3 +125,14 @@ def test_the_trainer_state_comes_from_its_gauges() -> None:
         raise FraudStreamError("connection refused")
 
     assert trainer_line(unreachable) == "trainer starting"
+
+
+def test_a_shortened_replay_keeps_the_first_models_density() -> None:
+    lines: list[str] = []
+    earlier = datetime.now(UTC) - timedelta(days=2)  # a drift demo ended two days ago
+    events, _labels = replay_events(200, 0, lines.append, earlier)
+    txs = list(events)
+    span_days = (txs[-1].event_time - txs[0].event_time) / timedelta(days=1)
+    assert txs[0].event_time >= earlier
+    assert len(txs) / span_days == pytest.approx(HISTORY_PER_DAY, rel=0.1)
+    assert "make clean" in lines[0]
