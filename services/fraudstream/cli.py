@@ -252,7 +252,7 @@ def simulate(rate: float, duration: float, seed: int, cards: int, merchants: int
     "--drift",
     is_flag=True,
     help="Replay a world that drifts and watch the loop retrain, test and promote or "
-    'retire a challenger (about five minutes; README "The loop in the demo").',
+    'retire a challenger (about four minutes; README "The loop in the demo").',
 )
 def demo(rate: float | None, duration: float, drift: bool) -> None:
     """The whole flow: stack, topics, a first model, the scorer, live traffic and results."""

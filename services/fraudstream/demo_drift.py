@@ -48,10 +48,10 @@ DAY_PAYMENTS = 5_000  # the density the demo's first model trained on (demo.HIST
 GRACE_S = 15.0  # the demo runs on this long after the challenger's fate, to show serving
 # The trainer at demo scale: at 1,000 payments/s a simulated day passes in 5 s.
 TRAINER_ENV = {
-    "FRAUD_TRAINER_TRAIN_DAYS": "8",
+    "FRAUD_TRAINER_TRAIN_DAYS": "12",  # its newest 20 % validate: 2 labelled frauds at 8
     "FRAUD_TRAINER_EVAL_DAYS": "3",
     "FRAUD_TRAINER_WARMUP_DAYS": "3",
-    "FRAUD_TRAINER_MATURE_DAYS": "5",  # most chargebacks take longer: labels stay partial
+    "FRAUD_TRAINER_MATURE_DAYS": "6",  # most chargebacks take longer: labels stay partial
     "FRAUD_TRAINER_WAIT_DAYS": "4",  # the evaluation and a day of training after the change
     "FRAUD_TRAINER_MIN_FRAUDS": "20",
     "FRAUD_TRAINER_CHECK_S": "2",
@@ -63,7 +63,7 @@ TRAINER_ENV = {
 class DriftScenario:
     """The world the drift demo replays (days count from its start)."""
 
-    days: float = 42.0
+    days: float = 46.0
     monitor_day: float = 10.0
     drift_day: float = 14.0
     fraud_rate: float = 0.01  # the simulator's most: the canary's sample fills in days
@@ -155,6 +155,33 @@ class LoopLog:
         return Evaluation.model_validate_json(text).summary() if text else None
 
 
+def job_failures(log_text: str) -> list[str]:
+    """Why retrain jobs ended without a challenger, from lines of the trainer's log."""
+    reasons = []
+    for line in log_text.splitlines():
+        if "retrain skipped: " in line:
+            reasons.append(line.split("retrain skipped: ", 1)[1].strip())
+        elif "retrain for " in line and " failed: " in line:
+            reasons.append(line.split(" failed: ", 1)[1].strip())
+    return reasons
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def trainer_state(metrics: str) -> str:
     """`waiting for data`, `training` or `idle`, from the trainer's `/metrics` text."""
     values = {
@@ -209,6 +236,8 @@ class DriftDemo:
         self._drift = ("drift: monitor not started", 0.0)
         self._trainer = ("trainer starting", 0.0)
         self.hold = threading.Event()  # set while the trainer trains: the replay waits
+        self.trainer_log = settings.state_dir / "trainer.log"
+        self._log_mark = 0
         self.replayed: datetime | None = None  # the replay's clock, as of the last step
         self.log = LoopLog(say, settings.registry_dir,
                            float(TRAINER_ENV["FRAUD_TRAINER_WAIT_DAYS"]),
@@ -316,11 +345,15 @@ class DriftDemo:
         training = line == "trainer training"
         if training and not self.hold.is_set():
             self.hold.set()
+            self._log_mark = _size(self.trainer_log)
             self.say(f"loop ({self.day(self.replayed)}): the trainer is training; the replay "
                      "holds until it is done")  # fmt: skip
         elif not training and self.hold.is_set():
             self.hold.clear()
             self.say(f"loop ({self.day(self.replayed)}): the trainer is done; the replay goes on")
+            for reason in job_failures(_read_from(self.trainer_log, self._log_mark)):
+                self.say(f"loop: no challenger: {reason} (the monitor's debounce holds the "
+                         "next trigger for 6 hours)")  # fmt: skip
 
     def status(self, replayed: datetime | None, models: Counter[str]) -> str:
         """The summary line's drift demo part: drift status (read every 5 s), the replay's

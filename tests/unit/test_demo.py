@@ -17,7 +17,14 @@ from fraudstream.contracts import (
     encode,
 )
 from fraudstream.demo import HISTORY_PER_DAY, replay_events, replay_size, replay_window, with_labels
-from fraudstream.demo_drift import DriftScenario, LoopLog, check_room, trainer_line, trainer_state
+from fraudstream.demo_drift import (
+    DriftScenario,
+    LoopLog,
+    check_room,
+    job_failures,
+    trainer_line,
+    trainer_state,
+)
 from fraudstream.errors import ConfigurationError, FraudStreamError
 from fraudstream.simulator import SimulationConfig
 
@@ -136,3 +143,14 @@ def test_a_shortened_replay_keeps_the_first_models_density() -> None:
     assert txs[0].event_time >= earlier
     assert len(txs) / span_days == pytest.approx(HISTORY_PER_DAY, rel=0.1)
     assert "make clean" in lines[0]
+
+
+def test_the_trainers_failed_and_skipped_jobs_are_found_in_its_log() -> None:
+    log = (
+        "2026-12-03 15:25:56 INFO fraudstream.retrain.job: features and training on 39,695 rows\n"
+        "2026-12-03 15:26:00 ERROR __main__: retrain for drift-f5 failed: the validation window "
+        "has 2 frauds\n"
+        "2026-12-03 15:27:00 WARNING __main__: retrain skipped: 3 labelled frauds\n"
+        "2026-12-03 15:28:00 WARNING __main__: commit of [] failed: rebalance\n"
+    )
+    assert job_failures(log) == ["the validation window has 2 frauds", "3 labelled frauds"]
