@@ -4,7 +4,8 @@ Brings the embedded stack up (unless Kafka/Redis are configured), provisions top
 trains a first model from the simulator when the registry has no champion, starts the
 scorer, the archiver, the drift monitor and the trainer, streams simulated payments and
 prints, every second, the rate, decisions by action and path, end-to-end latency
-percentiles, the dead-letter count and the detectors the monitor sees drifted.
+percentiles, the dead-letter count and the detectors the monitor sees drifted. With
+`--drift` the replay is the drift scenario of `demo_drift`, which shows the retraining loop.
 """
 
 from __future__ import annotations
