@@ -1,4 +1,9 @@
-"""`fraudctl train`: labelled history (a file or the simulator) to a registered model."""
+"""`fraudctl train`: labelled history (a file or the simulator) to a registered model.
+
+The training stack (`fraudstream.trainer`, scikit-learn and the ONNX converters of the
+`train` extra) is imported when a command runs, so that `fraudctl` itself, and with it
+`fraudctl scorer`, starts on an install without that extra.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,13 +21,10 @@ from fraudstream.features.spec import FeatureConfig
 from fraudstream.history.rows import EPOCH
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
-from fraudstream.trainer import (
-    StageTimes,
-    TrainWindow,
-    simulated_history_and_scenarios,
-    train_and_register,
-)
 from fraudstream.training.config import train_config
+
+if TYPE_CHECKING:
+    from fraudstream.trainer import TrainWindow
 
 DEFAULT_FEATURES = Path("config/features.yaml")
 
@@ -64,6 +67,8 @@ def _load_history(
 ) -> tuple[LabelledHistory, dict[str, str]]:  # fmt: skip
     """The history, and each fraud's group: its scenario (simulated) or label source."""
     if data_path is None:
+        from fraudstream.trainer import simulated_history_and_scenarios  # noqa: PLC0415
+
         config = SimulationConfig(seed=seed, n_transactions=n_simulated, days=days)
         return simulated_history_and_scenarios(config)
     history = load_labelled(
@@ -133,6 +138,8 @@ def train_command(
     review_budget: float | None, decline_precision: float | None,
 ) -> None:  # fmt: skip
     """Train, export and register a model version (the first one becomes champion)."""
+    from fraudstream.trainer import StageTimes, train_and_register  # noqa: PLC0415
+
     times = StageTimes()
     started = time.perf_counter()
     history, _groups = _load_history(data_path, labels_path, label_column, label_delay_days,
@@ -172,6 +179,8 @@ def _window(start: datetime | None, end: datetime | None, mature_days: float) ->
         return None
     if mature_days and end is None:
         raise click.UsageError("--mature-days needs --train-to (the time labels are known at)")
+    from fraudstream.trainer import TrainWindow  # noqa: PLC0415
+
     return TrainWindow(start.replace(tzinfo=UTC) if start else None,
                        end.replace(tzinfo=UTC) if end else None, mature_days)  # fmt: skip
 

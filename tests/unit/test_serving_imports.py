@@ -22,3 +22,17 @@ def test_the_scorer_imports_no_training_only_module() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)  # fmt: skip
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_operator_cli_starts_without_the_train_extra() -> None:
+    """`fraudctl scorer` runs `fraudctl` first: it imports the training stack only when a
+    training command runs (the simulator needs only the base install)."""
+    needs_train_extra = tuple(m for m in TRAINING_ONLY if m != "fraudstream.simulator")
+    probe = (
+        "import sys, fraudstream.cli\n"
+        f"print(sorted(m for m in sys.modules for p in {needs_train_extra!r} "
+        "if m == p or m.startswith(p + '.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]", out.stdout
