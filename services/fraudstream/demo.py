@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Message
 
 from fraudstream import kafka_clients
 from fraudstream.contracts import Label, Transaction, encode
-from fraudstream.demo_drift import DriftDemo, drift_line
+from fraudstream.demo_drift import HISTORY_PER_DAY, DriftDemo, drift_line
 from fraudstream.errors import LocalStackError
 from fraudstream.localstack.processes import free_port
 from fraudstream.localstack.stack import Endpoints
@@ -162,7 +162,6 @@ class Summary:
         )
 
 
-HISTORY_PER_DAY = 5_000  # simulated payments per day: the density the first model saw
 MAX_REPLAY = 360 * HISTORY_PER_DAY  # the simulator covers at most 366 days
 MIN_REPLAY = 100  # and simulates at least 100 payments
 

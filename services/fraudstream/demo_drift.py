@@ -44,7 +44,7 @@ from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.simulator import DriftConfig, SimulationConfig
 
 Say = Callable[[str], None]
-DAY_PAYMENTS = 5_000  # the density the demo's first model trained on (demo.HISTORY_PER_DAY)
+HISTORY_PER_DAY = 5_000  # simulated payments per day: the density the first model saw
 GRACE_S = 15.0  # the demo runs on this long after the challenger's fate, to show serving
 # The trainer at demo scale: at 1,000 payments/s a simulated day passes in 5 s.
 TRAINER_ENV = {
@@ -72,7 +72,7 @@ class DriftScenario:
 
     @property
     def payments(self) -> int:
-        return int(self.days * DAY_PAYMENTS)
+        return int(self.days * HISTORY_PER_DAY)
 
     def world(self, start: datetime, id_prefix: str) -> SimulationConfig:
         """The simulation: seed 7, the customers the demo's first model knows."""
@@ -85,13 +85,13 @@ class DriftScenario:
         )  # fmt: skip
 
 
-def check_room(start: datetime, replayed_until: datetime | None) -> None:
+def check_room(start: datetime, days: float, replayed_until: datetime | None) -> None:
     """Refuse a world that starts before the last payment an earlier demo sent: the same
     cards' state in Redis is at that time, and replaying them earlier makes nonsense of
     their features (see `demo.replay_window`)."""
     if replayed_until is not None and replayed_until > start:
         raise ConfigurationError(
-            f"the drift demo replays {DriftScenario.days:.0f} days from {start:%Y-%m-%d}, "
+            f"the drift demo replays {days:g} days from {start:%Y-%m-%d}, "
             f"but an earlier demo already sent payments up to {replayed_until:%Y-%m-%d %H:%M} "
             "for the same cards: `make clean` resets the local stack's state (the model "
             "registry is kept)"
@@ -246,7 +246,7 @@ class DriftDemo:
     def world(self, now: datetime, replayed_until: datetime | None) -> SimulationConfig:
         """The scenario's simulation, ending now; refused over an earlier demo's cards."""
         start = now - timedelta(days=self.scenario.days)
-        check_room(start, replayed_until)
+        check_room(start, self.scenario.days, replayed_until)
         self.start = start
         self._in_flight()
         s = self.scenario

@@ -16,8 +16,9 @@ from fraudstream.contracts import (
     Transaction,
     encode,
 )
-from fraudstream.demo import HISTORY_PER_DAY, replay_events, replay_size, replay_window, with_labels
+from fraudstream.demo import replay_events, replay_size, replay_window, with_labels
 from fraudstream.demo_drift import (
+    HISTORY_PER_DAY,
     DriftScenario,
     LoopLog,
     check_room,
@@ -82,10 +83,10 @@ def test_the_drift_world_ends_now_drifts_inside_and_refuses_an_earlier_demos_car
     assert world.drift.at == start + timedelta(days=scenario.drift_day)
     assert scenario.monitor_day < scenario.drift_day < scenario.days
     assert world.n_transactions / world.days == HISTORY_PER_DAY  # the first model's density
-    check_room(start, None)
-    check_room(start, start - timedelta(hours=1))
+    check_room(start, scenario.days, None)
+    check_room(start, scenario.days, start - timedelta(hours=1))
     with pytest.raises(ConfigurationError, match="make clean"):
-        check_room(start, start + timedelta(days=1))
+        check_room(start, scenario.days, start + timedelta(days=1))
 
 
 def test_the_loop_log_prints_each_step_and_knows_the_challengers_fate(tmp_path: Path) -> None:
