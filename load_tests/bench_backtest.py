@@ -28,6 +28,7 @@ from fraudstream.history import report
 from fraudstream.history.backtest import Candidate, Window, replay
 from fraudstream.history.query import Archive, TopicNames
 from fraudstream.history.rows import EPOCH, archived_transactions
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import Registry
 from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.model import scoring_spec
@@ -36,7 +37,6 @@ from fraudstream.simulator import SimulationConfig
 from fraudstream.simulator.archive import archive_tables, write_topic
 from fraudstream.simulator.simulate import simulate
 from fraudstream.trainer import simulated_history, train_and_register
-from fraudstream.training.config import LightGBMParams, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = TopicNames("transactions", "fraud.decisions", "fraud.labels")

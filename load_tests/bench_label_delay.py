@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 
 from fraudstream.features.spec import FeatureConfig, catalog
+from fraudstream.model.train_config import TrainConfig
 from fraudstream.simulator import ScenarioConfig, SimulationConfig
 from fraudstream.trainer import simulated_history, training_data
-from fraudstream.training.config import TrainConfig
 from fraudstream.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]

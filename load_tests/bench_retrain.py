@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.history.query import Archive, TopicNames
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import Registry
 from fraudstream.retrain.job import RetrainResult, retrain
 from fraudstream.retrain.settings import TrainerSettings
@@ -47,7 +48,6 @@ from fraudstream.retrain.windows import RetrainWindows
 from fraudstream.simulator import SimulationConfig, simulate
 from fraudstream.simulator.archive import archive_tables, write_topic
 from fraudstream.trainer import simulated_history, train_and_register
-from fraudstream.training.config import LightGBMParams, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "fraud"

@@ -65,12 +65,12 @@ from fraudstream import kafka_clients
 from fraudstream.contracts import encode
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.localstack.stack import Endpoints
+from fraudstream.model.train_config import TrainConfig
 from fraudstream.registry import Registry
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.settings import CommonSettings
 from fraudstream.simulator import TRUTH_COLUMNS, SimulationConfig, iter_transactions, simulate
 from fraudstream.trainer import simulated_history, train_and_register
-from fraudstream.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120.0

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from fraudstream.features.spec import FeatureConfig
+from fraudstream.model.train_config import TrainConfig
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import StageTimes, simulated_history, train_and_register
-from fraudstream.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

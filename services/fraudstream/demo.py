@@ -50,8 +50,8 @@ def ensure_model(settings: ScorerSettings, say: Say) -> None:
         pass  # no such model yet
 
     from fraudstream.features.spec import FeatureConfig  # noqa: PLC0415 - train-time imports
+    from fraudstream.model.train_config import TrainConfig  # noqa: PLC0415
     from fraudstream.trainer import simulated_history, train_and_register  # noqa: PLC0415
-    from fraudstream.training.config import TrainConfig  # noqa: PLC0415
 
     say("no model yet: training one on 100,000 simulated payments (about half a minute)")
     features_file = Path("config/features.yaml")

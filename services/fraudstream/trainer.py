@@ -22,11 +22,12 @@ from fraudstream.contracts import Label
 from fraudstream.datasets import LabelledHistory, load_labelled
 from fraudstream.features.pipeline import FeaturePipeline, replay_events
 from fraudstream.features.spec import FeatureConfig, FeatureSpec
+from fraudstream.model.feature_spec import FeatureSpecDoc, feature_spec_of
+from fraudstream.model.train_config import TrainConfig
 from fraudstream.registry import ModelVersion, Registry, Stage, VersionDetails
 from fraudstream.simulator import SimulationConfig, simulate
 from fraudstream.simulator.archive import archive_tables
-from fraudstream.training.config import TrainConfig
-from fraudstream.training.data import FeatureSpecDoc, TrainingData, feature_spec_of, to_event_time
+from fraudstream.training.data import TrainingData, to_event_time
 from fraudstream.training.errors import TrainingError
 from fraudstream.training.train import TrainResult, train
 

@@ -19,9 +19,9 @@ import click
 from fraudstream.datasets import LabelledHistory, load_labelled
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.history.rows import EPOCH
+from fraudstream.model.train_config import train_config
 from fraudstream.registry import Registry
 from fraudstream.simulator import SimulationConfig
-from fraudstream.training.config import train_config
 
 if TYPE_CHECKING:
     from fraudstream.trainer import TrainWindow

@@ -18,6 +18,7 @@ from fraudstream import kafka_clients
 from fraudstream.features.pipeline import FeaturePipeline, PartStates
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.localstack.stack import Endpoints
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import Registry
 from fraudstream.scoring.model import scoring_spec
 from fraudstream.scoring.settings import ScorerSettings
@@ -26,7 +27,6 @@ from fraudstream.scoring.sync import Fold
 from fraudstream.simulator import SimulationConfig
 from fraudstream.topics import provision
 from fraudstream.trainer import TrainOutcome, simulated_history, train_and_register
-from fraudstream.training.config import LightGBMParams, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,11 +29,11 @@ from fraudstream.contracts import Decision, Label, ModelEvent, ModelEventType, T
 from fraudstream.features.spec import FeatureConfig
 from fraudstream.kafka_clients import commit_at_end
 from fraudstream.localstack.stack import Endpoints
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import Registry, Stage
 from fraudstream.simulator import TRUTH_COLUMNS, DriftConfig, SimulationConfig, iter_transactions
 from fraudstream.simulator import simulate as run_simulation
 from fraudstream.trainer import TrainWindow, simulated_history, train_and_register
-from fraudstream.training.config import LightGBMParams, TrainConfig
 from tests.integration.archive_support import archiver_env, start_archiver
 from tests.integration.conftest import consume_n
 from tests.integration.scorer_support import (

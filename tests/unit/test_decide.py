@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from fraudstream.contracts import Action, DecisionPath
+from fraudstream.model.ensemble import Thresholds
 from fraudstream.rules.engine import RuleHit, RuleOutcome
 from fraudstream.rules.model import RuleAction
 from fraudstream.scoring.decide import DecisionPolicy, ModelScores, decide_batch
-from fraudstream.training.ensemble import Thresholds
 
 THRESHOLDS = Thresholds(
     review=0.2, decline=0.8, decline_target_met=True, review_budget=0.005,

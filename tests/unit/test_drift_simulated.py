@@ -13,8 +13,8 @@ from pathlib import Path
 
 from fraudstream.drift.offline import SimulatedRun, simulated_run
 from fraudstream.features.spec import FeatureConfig
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.simulator import DriftConfig, SimulationConfig
-from fraudstream.training.config import LightGBMParams, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD = {"seed": 5, "days": 70, "n_transactions": 420_000, "n_cards": 8_000,

@@ -22,12 +22,12 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from fraudstream.contracts import ModelEvent, ModelEventType, encode
 from fraudstream.features.spec import FeatureSpec, catalog
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import Registry, Stage
 from fraudstream.registry.files import sha256_file
 from fraudstream.registry.layout import MANIFEST_FILE, Manifest
 from fraudstream.scoring.models import ModelWatcher, Throttled, assign_at_end, load_model_set
 from fraudstream.scoring.settings import ScorerSettings
-from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.data import TrainingData
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import train

@@ -11,13 +11,14 @@ import numpy as np
 import onnx
 import pytest
 
+from fraudstream.model.errors import ModelLoadError
+from fraudstream.model.metrics import ParityResult
+from fraudstream.model.onnx_ensemble import OnnxEnsemble
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.training import export
-from fraudstream.training.config import LightGBMParams, TrainConfig
-from fraudstream.training.errors import ExportError, ModelLoadError
+from fraudstream.training.errors import ExportError
 from fraudstream.training.export import ParityBounds, export_onnx
 from fraudstream.training.members import float32_thresholds
-from fraudstream.training.metrics import ParityResult
-from fraudstream.training.onnx_ensemble import OnnxEnsemble
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import TrainResult, train
 

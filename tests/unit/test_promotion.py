@@ -15,6 +15,7 @@ from fraudstream.contracts.messages import ModelEventType
 from fraudstream.drift.config import JoinConfig, MonitorConfig, PrecisionConfig
 from fraudstream.history import layout
 from fraudstream.history.query import Archive
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import Registry, Stage
 from fraudstream.retrain.job import Evaluation, SideResult
 from fraudstream.retrain.policy import (
@@ -34,7 +35,6 @@ from fraudstream.retrain.policy import (
     shadow_step,
 )
 from fraudstream.retrain.settings import TrainerSettings
-from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import TrainResult, train
 

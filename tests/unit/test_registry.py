@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from fraudstream.contracts.messages import ModelEventType
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import ChecksumError, ModelNotFoundError, Registry, RegistryError, Stage
 from fraudstream.registry.cli import models
-from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.data import TrainingData, chronological_split
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import TrainResult, train

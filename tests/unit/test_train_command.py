@@ -15,11 +15,11 @@ from pyarrow import csv
 from fraudstream.cli import cli
 from fraudstream.errors import ConfigurationError
 from fraudstream.features.pipeline import FeaturePipeline, replay
+from fraudstream.model.feature_spec import FeatureSpecDoc, feature_spec_of
+from fraudstream.model.train_config import LightGBMParams, TrainConfig, train_config
 from fraudstream.registry import Registry, Stage
 from fraudstream.simulator import SimulationConfig, simulate, write
 from fraudstream.trainer import simulated_history
-from fraudstream.training.config import LightGBMParams, TrainConfig, train_config
-from fraudstream.training.data import FeatureSpecDoc, feature_spec_of
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,25 +11,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from fraudstream.model.ensemble import review_mask
+from fraudstream.model.errors import ModelLoadError
+from fraudstream.model.explain import PathExplainer, explain
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.model.metrics import average_precision, recall_at_fpr, roc_auc
+from fraudstream.model.provenance import code_version
+from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.training.calibration import (
     choose_calibrator,
     fit_calibrator,
     fit_platt_calibrator,
 )
-from fraudstream.training.config import LightGBMParams, TrainConfig
 from fraudstream.training.data import (
-    FeatureSpecDoc,
     TrainingData,
     chronological_split,
     take_rows,
     to_event_time,
 )
-from fraudstream.training.ensemble import review_mask
-from fraudstream.training.errors import ModelLoadError, TrainingError
-from fraudstream.training.explain import PathExplainer, explain
+from fraudstream.training.errors import TrainingError
 from fraudstream.training.members import _at_most, fit_logreg
-from fraudstream.training.metrics import average_precision, recall_at_fpr, roc_auc
-from fraudstream.training.provenance import code_version
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.thresholds import (
     MIN_DISAGREEMENT_CASES,

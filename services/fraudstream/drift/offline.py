@@ -25,10 +25,10 @@ from fraudstream.drift.join import Seen
 from fraudstream.drift.monitor import Monitor, Observed
 from fraudstream.drift.reference import DriftReference
 from fraudstream.features.spec import FeatureConfig
+from fraudstream.model.ensemble import action_codes
+from fraudstream.model.train_config import TrainConfig
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import TrainWindow, simulated_history, training_data
-from fraudstream.training.config import TrainConfig
-from fraudstream.training.ensemble import action_codes
 from fraudstream.training.train import train
 
 

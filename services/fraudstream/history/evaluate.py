@@ -26,10 +26,10 @@ from fraudstream.history.backtest import Candidate, replay
 from fraudstream.history.query import Archive
 from fraudstream.history.report import pyplot
 from fraudstream.history.rows import EPOCH
+from fraudstream.model.ensemble import Thresholds
+from fraudstream.model.metrics import ScoreMetrics, evaluate, pr_curve
 from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.models import ModelSet
-from fraudstream.training.ensemble import Thresholds
-from fraudstream.training.metrics import ScoreMetrics, evaluate, pr_curve
 
 NO_RULES = RulePack.from_yaml("version: none\nrules: []\n", "no rules")
 TOP_CARDS = 100

@@ -8,11 +8,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fraudstream.model.ensemble import EnsembleSpec, PlattCalibrator, Thresholds
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.model.metrics import MetricsReport, pr_curve
+from fraudstream.model.provenance import TrainingInfo
 from fraudstream.registry.compare import fmt, metrics_table
-from fraudstream.training.data import FeatureSpecDoc
-from fraudstream.training.ensemble import EnsembleSpec, PlattCalibrator, Thresholds
-from fraudstream.training.metrics import MetricsReport, pr_curve
-from fraudstream.training.provenance import TrainingInfo
 
 
 def _data_section(info: TrainingInfo, spec: FeatureSpecDoc) -> list[str]:

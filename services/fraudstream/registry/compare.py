@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from fraudstream.training.ensemble import ENSEMBLE, Thresholds
-from fraudstream.training.metrics import ScoreMetrics, evaluate
-from fraudstream.training.onnx_ensemble import OnnxEnsemble
+from fraudstream.model.ensemble import ENSEMBLE, Thresholds
+from fraudstream.model.metrics import ScoreMetrics, evaluate
+from fraudstream.model.onnx_ensemble import OnnxEnsemble
 
 METRIC_COLUMNS = (
     ("AUPRC", "auprc"),

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from fraudstream.model.metrics import ParityResult
 from fraudstream.registry.card import plot_pr_curves, render_model_card
 from fraudstream.registry.errors import RegistryError
 from fraudstream.registry.files import make_read_only, sha256_file
@@ -26,7 +27,6 @@ from fraudstream.registry.layout import (
     Manifest,
 )
 from fraudstream.training.export import ParityBounds, export_onnx
-from fraudstream.training.metrics import ParityResult
 from fraudstream.training.train import TrainResult
 
 

@@ -16,6 +16,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fraudstream.contracts.messages import ModelEvent
+from fraudstream.model.ensemble import EnsembleSpec
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.model.metrics import MetricsReport
+from fraudstream.model.onnx_ensemble import ENSEMBLE_FILE, FEATURE_SPEC_FILE, OnnxEnsemble
+from fraudstream.model.provenance import TrainingInfo
 from fraudstream.registry import stages
 from fraudstream.registry.compare import Comparison, score_version
 from fraudstream.registry.errors import ChecksumError, ModelNotFoundError, RegistryError
@@ -31,11 +36,6 @@ from fraudstream.registry.layout import (
     is_version_id,
 )
 from fraudstream.registry.stages import Stage, StageBook
-from fraudstream.training.data import FeatureSpecDoc
-from fraudstream.training.ensemble import EnsembleSpec
-from fraudstream.training.metrics import MetricsReport
-from fraudstream.training.onnx_ensemble import ENSEMBLE_FILE, FEATURE_SPEC_FILE, OnnxEnsemble
-from fraudstream.training.provenance import TrainingInfo
 
 if TYPE_CHECKING:
     from fraudstream.training.export import ParityBounds

@@ -32,6 +32,7 @@ from fraudstream.history import report as reporting
 from fraudstream.history.backtest import Candidate, Window, replay
 from fraudstream.history.evaluate import NO_RULES
 from fraudstream.history.query import Archive
+from fraudstream.model.train_config import train_config
 from fraudstream.registry import Registry
 from fraudstream.retrain.settings import TrainerSettings
 from fraudstream.retrain.stats import difference
@@ -40,7 +41,6 @@ from fraudstream.rules.engine import RulePack
 from fraudstream.scoring.decide import DecisionPolicy
 from fraudstream.scoring.models import single_model_set
 from fraudstream.trainer import StageTimes, TrainWindow, train_and_register
-from fraudstream.training.config import train_config
 
 _log = logging.getLogger(__name__)
 EVALUATION_CONFIDENCE = 0.95

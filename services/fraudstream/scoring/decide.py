@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fraudstream.contracts import Action, DecisionPath, Reason, ReasonSource
+from fraudstream.model.ensemble import Thresholds, decline_mask, review_mask
 from fraudstream.rules.engine import RuleHit, RuleOutcome
 from fraudstream.rules.model import RuleAction
-from fraudstream.training.ensemble import Thresholds, decline_mask, review_mask
 
 if TYPE_CHECKING:
     from fraudstream.scoring.settings import ScorerSettings

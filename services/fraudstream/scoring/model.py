@@ -11,11 +11,11 @@ import numpy as np
 from fraudstream.drift.reference import DriftReference
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
+from fraudstream.model.errors import ModelLoadError
+from fraudstream.model.explain import PathExplainer, load_booster
+from fraudstream.model.feature_spec import feature_spec_of
+from fraudstream.model.onnx_ensemble import OnnxEnsemble
 from fraudstream.registry import Registry
-from fraudstream.training.data import feature_spec_of
-from fraudstream.training.errors import ModelLoadError
-from fraudstream.training.explain import PathExplainer, load_booster
-from fraudstream.training.onnx_ensemble import OnnxEnsemble
 
 
 def trained_spec(registry: Registry, name: str, version: str) -> FeatureSpec:

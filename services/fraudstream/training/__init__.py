@@ -1,13 +1,10 @@
-"""Model training, ONNX export and serving of the fraud ensemble.
+"""Model training and ONNX export (the `train` extra: scikit-learn, skl2onnx, onnxmltools).
 
-Modules (import from them directly; this package imports nothing so the scorer does not
-pay for scikit-learn when it only needs ONNX Runtime):
+Serving never imports this package; what training and serving share (the artifact format,
+ONNX runtime, explainer, metrics) lives in `fraudstream.model`. Modules:
 
-- `data`: `FeatureSpecDoc`, `TrainingData` and the chronological split.
-- `config`: `TrainConfig`.
+- `data`: `TrainingData` and the chronological split.
 - `train`: `train(data, config) -> TrainResult`.
-- `ensemble`: the combiner, calibrator and thresholds as tiny numpy-applicable parameters.
-- `export`: ONNX export with the parity check; `onnx_ensemble.OnnxEnsemble` serves it.
-- `explain`: per-row LightGBM feature contributions.
-- `metrics`: evaluation metrics in plain numpy.
+- `members`, `calibration`, `thresholds`: fitting the members, combiner and thresholds.
+- `export`: ONNX export with the parity check.
 """

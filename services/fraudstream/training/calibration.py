@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from fraudstream.training.ensemble import Calibrator, Combiner, PlattCalibrator, PlattScaler
+from fraudstream.model.ensemble import Calibrator, Combiner, PlattCalibrator, PlattScaler
 
 
 def _logistic(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:

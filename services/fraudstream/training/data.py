@@ -1,4 +1,4 @@
-"""Training data, its feature spec and the chronological train/validation/test split.
+"""Training data and the chronological train/validation/test split.
 
 Event times are `numpy.datetime64[us]` in UTC (naive values meaning UTC): microsecond
 precision like the transaction contract, and unambiguous when written to `training.json`.
@@ -6,57 +6,16 @@ precision like the transaction contract, and unambiguous when written to `traini
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fraudstream.contracts.fields import FeatureName
-from fraudstream.features.spec import FeatureSpec
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.model.provenance import Window
 from fraudstream.training.errors import TrainingError
 
 EVENT_TIME_DTYPE = np.dtype("datetime64[us]")
-
-
-class FeatureSpecDoc(BaseModel):
-    """The model's input: feature names in column order, dtypes and missing-value defaults.
-
-    Written as `feature_spec.json` in every model version. `defaults` is the value the
-    logistic-regression member imputes for a missing (NaN) feature; features without a
-    default are imputed with their training median. LightGBM handles NaN natively.
-    `source` is free-form provenance filled by the feature pipeline.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: Literal[1] = 1
-    names: list[FeatureName] = Field(min_length=1)
-    dtypes: list[Literal["float32"]] = Field(default_factory=list)
-    defaults: dict[str, float] = Field(default_factory=dict)
-    source: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_dtypes(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "dtypes" not in data and "names" in data:
-            return {**data, "dtypes": ["float32"] * len(data["names"])}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if len(set(self.names)) != len(self.names):
-            raise ValueError("feature names must be unique")
-        if len(self.dtypes) != len(self.names):
-            raise ValueError("dtypes must list one dtype per feature name")
-        unknown = sorted(set(self.defaults) - set(self.names))
-        if unknown:
-            raise ValueError(f"defaults given for unknown features: {unknown}")
-        if not all(math.isfinite(v) for v in self.defaults.values()):
-            raise ValueError("defaults must be finite numbers")
-        return self
 
 
 @dataclass(frozen=True)
@@ -109,19 +68,6 @@ def as_datetime(value: np.datetime64) -> datetime:
     """A datetime64[us] (UTC) as an aware `datetime`."""
     micros = int(value.astype(EVENT_TIME_DTYPE).astype("int64"))
     return datetime.fromtimestamp(micros / 1e6, tz=UTC)
-
-
-class Window(BaseModel):
-    """One chronological window of the data: its time range and class balance."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    start: datetime
-    end: datetime
-    rows: int
-    frauds: int
-    fraud_rate: float
 
 
 @dataclass(frozen=True)
@@ -186,9 +132,3 @@ def chronological_split(event_time: np.ndarray, fractions: tuple[float, float, f
                 f"{fractions}; provide more data or change the split fractions"
             )
     return Split(train=parts[0], validation=parts[1], test=parts[2])
-
-
-def feature_spec_of(doc: FeatureSpecDoc) -> FeatureSpec:
-    """The pipeline's spec stored with a model version (what the scorer rebuilds). Here,
-    beside the document, so serving reads it without importing the trainer."""
-    return FeatureSpec.model_validate(doc.source["feature_spec"])

@@ -1,4 +1,4 @@
-"""Errors raised while training, exporting or loading a model."""
+"""Errors raised while training or exporting a model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,3 @@ class TrainingError(FraudStreamError):
 
 class ExportError(TrainingError):
     """ONNX export failed or its output disagrees with the training library."""
-
-
-class ModelLoadError(FraudStreamError):
-    """A model version directory cannot be loaded or fed the given input."""

@@ -23,7 +23,9 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from fraudstream.training.ensemble import ENSEMBLE, action_codes
+from fraudstream.model.ensemble import ENSEMBLE, action_codes
+from fraudstream.model.metrics import ParityResult
+from fraudstream.model.onnx_ensemble import ENSEMBLE_FILE, FEATURE_SPEC_FILE, OnnxEnsemble
 from fraudstream.training.errors import ExportError
 from fraudstream.training.members import (
     INPUT_NAME,
@@ -32,8 +34,6 @@ from fraudstream.training.members import (
     MEMBER_FILES,
     PROBABILITY_OUTPUT,
 )
-from fraudstream.training.metrics import ParityResult
-from fraudstream.training.onnx_ensemble import ENSEMBLE_FILE, FEATURE_SPEC_FILE, OnnxEnsemble
 from fraudstream.training.train import TrainResult
 
 __all__ = ["OnnxEnsemble", "ParityBounds", "export_onnx", "lightgbm_to_onnx", "logreg_to_onnx"]

@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fraudstream.training.config import TrainConfig
-from fraudstream.training.data import FeatureSpecDoc
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.model.train_config import TrainConfig
 
 LIGHTGBM = "lightgbm"
 LOGREG = "logreg"

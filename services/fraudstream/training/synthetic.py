@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import make_classification
 
-from fraudstream.training.data import FeatureSpecDoc, TrainingData
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.training.data import TrainingData
 
 START = np.datetime64("2025-01-01T00:00:00", "us")
 

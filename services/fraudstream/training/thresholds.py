@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from fraudstream.training.ensemble import Thresholds, decline_mask, review_mask
+from fraudstream.model.ensemble import Thresholds, decline_mask, review_mask
 
 # Disagreement reviews need this many validation cases to show they find fraud: on the
 # simulator, 11 cases said "yes" and the test window then reviewed 0.79 % against 0.5 %.

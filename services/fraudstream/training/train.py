@@ -12,17 +12,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from fraudstream.drift.reference import DriftReference
-from fraudstream.training.calibration import choose_calibrator, fit_combiner, fit_platt
-from fraudstream.training.config import TrainConfig
-from fraudstream.training.data import (
-    FeatureSpecDoc,
-    Split,
-    TrainingData,
-    Window,
-    chronological_split,
-    take_rows,
-)
-from fraudstream.training.ensemble import (
+from fraudstream.model.ensemble import (
     ENSEMBLE,
     EnsembleSpec,
     MemberSpec,
@@ -30,6 +20,17 @@ from fraudstream.training.ensemble import (
     action_codes,
     logit,
     member_spread,
+)
+from fraudstream.model.feature_spec import FeatureSpecDoc
+from fraudstream.model.metrics import MetricsReport, ScoreMetrics, evaluate
+from fraudstream.model.provenance import TrainingInfo, Window, code_version, library_versions
+from fraudstream.model.train_config import TrainConfig
+from fraudstream.training.calibration import choose_calibrator, fit_combiner, fit_platt
+from fraudstream.training.data import (
+    Split,
+    TrainingData,
+    chronological_split,
+    take_rows,
 )
 from fraudstream.training.errors import TrainingError
 from fraudstream.training.members import (
@@ -40,8 +41,6 @@ from fraudstream.training.members import (
     fit_logreg,
     predict_members,
 )
-from fraudstream.training.metrics import MetricsReport, ScoreMetrics, evaluate
-from fraudstream.training.provenance import TrainingInfo, code_version, library_versions
 from fraudstream.training.thresholds import choose_thresholds, disagreement_earns_reviews
 
 Labelled = tuple[dict[str, np.ndarray], np.ndarray]  # raw member P(fraud), labels

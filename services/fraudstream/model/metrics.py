@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from fraudstream.training.ensemble import Thresholds, decline_mask, review_mask
+from fraudstream.model.ensemble import Thresholds, decline_mask, review_mask
 
 
 class ScoreMetrics(BaseModel):

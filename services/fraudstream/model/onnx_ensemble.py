@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from fraudstream.training.data import FeatureSpecDoc
-from fraudstream.training.ensemble import EnsembleSpec, Thresholds
-from fraudstream.training.errors import ModelLoadError
+from fraudstream.model.ensemble import EnsembleSpec, Thresholds
+from fraudstream.model.errors import ModelLoadError
+from fraudstream.model.feature_spec import FeatureSpecDoc
 
 ENSEMBLE_FILE = "ensemble.json"
 FEATURE_SPEC_FILE = "feature_spec.json"

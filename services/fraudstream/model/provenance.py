@@ -11,8 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 import fraudstream
-from fraudstream.training.config import TrainConfig
-from fraudstream.training.data import Window
+from fraudstream.model.train_config import TrainConfig
 
 LIBRARIES = ("numpy", "lightgbm", "scikit-learn", "onnx", "onnxmltools", "skl2onnx", "onnxruntime")
 
@@ -58,6 +57,19 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+class Window(BaseModel):
+    """One chronological window of the data: its time range and class balance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    start: datetime
+    end: datetime
+    rows: int
+    frauds: int
+    fraud_rate: float
 
 
 class TrainingInfo(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from fraudstream.training.errors import ModelLoadError
+from fraudstream.model.errors import ModelLoadError
 
 
 def load_booster(model_file: str | Path) -> lgb.Booster:
