@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from fraudstream.drift.config import MonitorConfig
 from fraudstream.drift.join import APPROVE, Seen
 from fraudstream.drift.monitor import Monitor, Observed
 from fraudstream.drift.reference import Distribution, DriftReference
-from fraudstream.drift.service import DriftMetrics
+from fraudstream.drift.service import DriftMetrics, DriftSettings, build_app
 from fraudstream.drift.status import parse, render
 
 
@@ -63,3 +64,13 @@ def test_status_says_when_nothing_was_seen_or_the_monitor_is_down() -> None:
     result = CliRunner().invoke(cli, ["drift", "status", "--url", "http://127.0.0.1:9/metrics"])
     assert result.exit_code == 1
     assert "does not answer at http://127.0.0.1:9/metrics" in result.output
+
+
+def test_the_monitor_keeps_faust_data_under_the_state_dir(tmp_path: Path) -> None:
+    """faust's default data directory is `<group>-data` in the working directory."""
+    settings = DriftSettings(
+        state_dir=tmp_path / "state", registry_dir=tmp_path / "models",
+        kafka_bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:1",
+    )  # fmt: skip
+    app, _, _ = build_app(settings)
+    assert Path(app.conf.datadir) == tmp_path / "state" / "drift" / settings.drift_group_id

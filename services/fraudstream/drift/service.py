@@ -164,6 +164,9 @@ def build_app(settings: DriftSettings) -> tuple[faust.App, Monitor, DriftMetrics
         settings.drift_group_id,
         broker=f"kafka://{endpoints.kafka_bootstrap}",
         store="memory://",
+        # faust makes its data directory even for in-memory tables; by default in the
+        # working directory, one per group id. Keep it with the rest of the local state.
+        datadir=settings.state_dir / "drift" / settings.drift_group_id,
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
