@@ -4,15 +4,25 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit integration lint format typecheck bench up down status schemas clean
+.PHONY: install lock run test unit integration lint format typecheck bench up down status schemas clean
 
-$(STAMP): pyproject.toml
+# The locked versions first (the ones the images install), then the package and the dev
+# tools around them.
+$(STAMP): pyproject.toml requirements/train.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/train.lock
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install fraudstream with the train and dev extras
+
+# Re-resolve the pinned, hashed versions the images and `make install` use (after editing
+# dependencies in pyproject.toml); serving.lock is train.lock's versions without the extra.
+LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -q
+lock: install  ## re-resolve requirements/*.lock from pyproject.toml
+	$(LOCK) --extra train --upgrade -o requirements/train.lock
+	$(LOCK) -c requirements/train.lock -o requirements/serving.lock
 
 run: install  ## start Kafka + Redis, provision topics, stream simulated traffic (Ctrl-C stops); DRIFT=1: the retraining loop
 	$(BIN)/fraudctl demo $(if $(DRIFT),--drift)
@@ -29,6 +39,7 @@ integration: install
 lint: install
 	$(BIN)/ruff check services tests load_tests
 	$(BIN)/ruff format --check services tests load_tests
+	$(BIN)/hadolint Dockerfile
 
 format: install
 	$(BIN)/ruff check --fix services tests load_tests

@@ -431,10 +431,22 @@ cli.add_command(backtest_command)
 rules_group.add_command(rules_backtest_command)
 
 
+# Top-level packages of the `train` extra (pyproject.toml), by import name.
+TRAIN_EXTRA_MODULES = frozenset({"sklearn", "skl2onnx", "onnxmltools", "onnx", "pandas",
+                                 "matplotlib"})  # fmt: skip
+
+
 def main() -> None:
     """Console-script entry point: clear one-line errors instead of tracebacks."""
     try:
         cli(standalone_mode=True)
     except FraudStreamError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        click.echo(f"error: this command trains models and needs the train extra ({exc.name} "
+                   "is not installed): pip install 'fraudstream[train]', or run it in the "
+                   "trainer image (docker build --target trainer)", err=True)  # fmt: skip
         sys.exit(1)

@@ -129,15 +129,24 @@ def _load_history(
     default=None,
     help="Precision automatic declines must reach  [default: 0.9].",
 )
+@click.option(
+    "--unless-champion",
+    is_flag=True,
+    help="Do nothing (exit 0) when NAME already has a champion: a deployment's first-model "
+    "job, safe to run on every start.",
+)
 @click.pass_context
 def train_command(
     ctx: click.Context, data_path: Path | None, labels_path: Path | None, label_column: str,
     label_delay_days: float, n_simulated: int, days: float, seed: int, max_invalid: float,
     name: str, registry_dir: Path, features_file: Path, config_file: Path | None,
     train_from: datetime | None, train_to: datetime | None, mature_days: float,
-    review_budget: float | None, decline_precision: float | None,
+    review_budget: float | None, decline_precision: float | None, unless_champion: bool,
 ) -> None:  # fmt: skip
     """Train, export and register a model version (the first one becomes champion)."""
+    if unless_champion and (champion := Registry(registry_dir).champion(name)) is not None:
+        click.echo(f"{name} has a champion ({champion.version}): nothing to train")
+        return
     from fraudstream.trainer import StageTimes, train_and_register  # noqa: PLC0415
 
     times = StageTimes()

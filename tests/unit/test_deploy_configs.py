@@ -25,6 +25,11 @@ GRAFANA_DATASOURCE_FILE = (
     REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 )
 
+# The long-running fraudstream processes in docker-compose.yml and their commands.
+FRAUDSTREAM_SERVICES = {
+    "scorer": ["scorer"], "drift-monitor": ["drift", "monitor"], "archiver": ["archive"],
+    "trainer": ["trainer"],
+}  # fmt: skip
 WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob"}
 # Alertmanager keys that hold a credential inline; each has a `*_file` variant to use instead.
 INLINE_SECRET_KEYS = {
@@ -105,12 +110,39 @@ def test_compose_config_is_valid() -> None:
 
 def test_compose_has_the_expected_topology() -> None:
     services = _compose_services()
-    expected = {"kafka", "redis", "topics", "simulator", "prometheus", "alertmanager", "grafana"}
+    expected = {"kafka", "redis", "topics", "first-model", "simulator", "prometheus",
+                "alertmanager", "grafana", *FRAUDSTREAM_SERVICES}  # fmt: skip
     assert expected <= services.keys()
     assert services["topics"]["command"] == ["topics", "create"]
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert services["simulator"]["command"][0] == "simulate"
-    assert _one_shot_services(services) == {"topics"}
+    assert _one_shot_services(services) == {"topics", "first-model"}
+    for name, command in FRAUDSTREAM_SERVICES.items():
+        assert services[name]["command"] == command, name
+        # The trainer needs the train extra; everything else runs on the lean serving image.
+        assert services[name]["build"]["target"] == ("trainer" if name == "trainer" else "serving")
+    assert "--unless-champion" in services["first-model"]["command"]
+
+
+def test_compose_services_share_the_registry_and_the_archive() -> None:
+    services = _compose_services()
+
+    def mounts(name: str) -> dict[str, str]:
+        return {v.split(":")[1]: v for v in services[name].get("volumes", [])}
+
+    for name in ("scorer", "drift-monitor"):
+        assert mounts(name)["/app/models"] == "models:/app/models:ro", name
+    assert mounts("trainer")["/app/models"] == "models:/app/models"
+    assert mounts("first-model")["/app/models"] == "models:/app/models"
+    assert mounts("archiver")["/app/archive"] == "archive:/app/archive"
+    assert mounts("trainer")["/app/archive"] == "archive:/app/archive:ro"
+
+
+def test_compose_metrics_listen_on_all_interfaces_in_the_container() -> None:
+    env = _compose_services()["scorer"]["environment"]
+    assert env["FRAUD_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - inside the container
+    for key in ("FRAUD_METRICS_PORT", "FRAUD_DRIFT_METRICS_PORT", "FRAUD_TRAINER_METRICS_PORT"):
+        assert env[key] == "9400", key
 
 
 def test_compose_long_running_services_have_healthchecks() -> None:
@@ -221,8 +253,15 @@ def test_prometheus_config() -> None:
     assert "alertmanager:9093" in targets
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert {"prometheus", "fraudstream"} <= jobs.keys()
-    for target in (t for sc in jobs["fraudstream"]["static_configs"] for t in sc["targets"]):
-        assert target.endswith(":9400"), f"fraudstream target {target} is not on port 9400"
+    static = jobs["fraudstream"]["static_configs"]
+    scraped = {target: sc["labels"]["service"] for sc in static for target in sc["targets"]}
+    # Every long-running fraudstream process is scraped, under its compose name.
+    assert scraped == {f"{name}:9400": name for name in FRAUDSTREAM_SERVICES}
+    healthchecked = {
+        name for name, spec in _compose_services().items()
+        if "9400/healthz" in " ".join(spec.get("healthcheck", {}).get("test", []))
+    }  # fmt: skip
+    assert healthchecked == set(FRAUDSTREAM_SERVICES)
     assert (PROMETHEUS_FILE.parent / "rules").is_dir()
 
 

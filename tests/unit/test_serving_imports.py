@@ -7,11 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from fraudstream.cli import TRAIN_EXTRA_MODULES
+
 SERVING = (
     "fraudstream.scoring.service", "fraudstream.state_cli", "fraudstream.history.archiver",
     "fraudstream.history.backtest_cli", "fraudstream.drift.service", "fraudstream.registry.cli",
 )  # fmt: skip
-TRAIN_EXTRA = ("sklearn", "skl2onnx", "onnxmltools", "onnx", "pandas", "matplotlib")
 TRAINING_CODE = ("fraudstream.trainer", "fraudstream.training")
 
 # Run in a child interpreter where the train extra's packages cannot be imported, as on a
@@ -22,7 +23,7 @@ from importlib.machinery import PathFinder
 class _WithoutTrainExtra(PathFinder):
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] in {TRAIN_EXTRA!r}:
+        if name.partition(".")[0] in {tuple(sorted(TRAIN_EXTRA_MODULES))!r}:
             return None  # not installed: imports fail, importlib.util.find_spec says None
         return PathFinder.find_spec(name, path, target)
 sys.meta_path = [_WithoutTrainExtra if f is PathFinder else f for f in sys.meta_path]
@@ -58,3 +59,16 @@ def test_the_probe_can_fail() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert out.returncode != 0
     assert "ModuleNotFoundError" in out.stderr, out.stderr
+
+
+def test_a_training_command_without_the_train_extra_says_what_to_install() -> None:
+    probe = (
+        _WITHOUT_TRAIN_EXTRA
+        + "import sys\nfrom fraudstream.cli import main\n"
+        + "sys.argv = ['fraudctl', 'train', '--simulate', '1000']\nmain()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: this command trains models and needs the train extra")
+    assert "Traceback" not in out.stderr

@@ -63,6 +63,9 @@ def test_train_on_simulated_data_registers_a_champion_with_a_card(tmp_path: Path
     second = _train(["--simulate", "30000", "--days", "20", "--seed", "8",
                      "--registry", str(registry)])  # fmt: skip
     assert "(candidate)" in second  # a champion exists: new versions wait for promotion
+    skipped = _train(["--unless-champion", "--registry", str(registry)])
+    assert skipped.strip() == f"fraud has a champion ({version.version}): nothing to train"
+    assert len(Registry(registry).list("fraud")) == 2
 
     window = simulate(SimulationConfig(seed=9, n_transactions=5000, days=5))
     tx_file, _ = write(window, tmp_path / "window", "parquet")
