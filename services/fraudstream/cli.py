@@ -18,11 +18,13 @@ import click
 import redis
 import yaml
 
+import fraudstream
 from fraudstream import kafka_clients, simulator
 from fraudstream.contracts import CONTRACTS, schemas
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import catalog
 from fraudstream.history.backtest_cli import backtest_command, rules_backtest_command
+from fraudstream.json_output import JSON_OPTION, echo_json
 from fraudstream.localstack.stack import LocalStack, resolve_endpoints
 from fraudstream.registry.cli import models
 from fraudstream.retrain.cli import retrain_command, trainer_command
@@ -33,13 +35,14 @@ from fraudstream.settings import CommonSettings, get_settings, mask_url
 from fraudstream.simulator import SimulationConfig, live_transactions
 from fraudstream.simulator.stream import StreamStats, stream
 from fraudstream.state_cli import state_group
-from fraudstream.topics import provision, topic_table
+from fraudstream.topics import provision, topic_rows, topic_table
 from fraudstream.trainer_cli import evaluate_command, train_command
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
 
 
 @click.group()
+@click.version_option(fraudstream.__version__, "--version", prog_name="fraudctl")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """Operate fraudstream: local stack, topics, schemas and simulated traffic."""
@@ -63,10 +66,23 @@ def down() -> None:
 
 
 @cli.command()
-def status() -> None:
+@JSON_OPTION
+def status(as_json: bool) -> None:
     """Show the embedded stack's endpoints and whether each process runs."""
     settings = get_settings()
     current = LocalStack(settings).status()
+    if as_json:
+        state = current.state
+        echo_json({
+            "started": state is not None,
+            "kafka": None if state is None else {"version": state.kafka_version,
+                "bootstrap": state.kafka_bootstrap, "running": current.kafka_running},
+            "redis": None if state is None else {"url": mask_url(state.redis_url),
+                                                 "running": current.redis_running},
+            "kafka_bootstrap_servers_override": settings.kafka_bootstrap_servers,
+            "redis_url_override": mask_url(settings.redis_url) if settings.redis_url else None,
+        })  # fmt: skip
+        return
     if current.state is None:
         click.echo(f"embedded stack: not started (state dir {settings.state_dir})")
     else:
@@ -93,8 +109,12 @@ def topics_create() -> None:
 
 
 @topics.command("list")
-def topics_list() -> None:
+@JSON_OPTION
+def topics_list(as_json: bool) -> None:
     """Print the declared topics as a markdown table."""
+    if as_json:
+        echo_json(topic_rows(get_settings()))
+        return
     topic_table(get_settings(), emit=click.echo)
 
 
@@ -145,9 +165,14 @@ def lists_remove(name: str, entity: str, ids: tuple[str, ...]) -> None:
 @lists_group.command("show")
 @_LIST_ARGS[0]
 @_LIST_ARGS[1]
-def lists_show(name: str, entity: str) -> None:
+@JSON_OPTION
+def lists_show(name: str, entity: str, as_json: bool) -> None:
     """Print a list's ids."""
-    for member in _lists().members(ListName(name), ListEntity(entity)):
+    members = list(_lists().members(ListName(name), ListEntity(entity)))
+    if as_json:
+        echo_json({"list": name, "entity": entity, "ids": members})
+        return
+    for member in members:
         click.echo(member)
 
 
@@ -318,8 +343,12 @@ def features_group() -> None:
 
 
 @features_group.command("list")
-def features_list() -> None:
+@JSON_OPTION
+def features_list(as_json: bool) -> None:
     """Print every computed feature name, in canonical order."""
+    if as_json:
+        echo_json(list(catalog()))
+        return
     for name in catalog():
         click.echo(name)
 
@@ -354,15 +383,20 @@ def drift_monitor() -> None:
 @drift_group.command("status")
 @click.option("--url", default=None, help="The monitor's /metrics (default: 127.0.0.1 on "
               "FRAUD_DRIFT_METRICS_PORT, 9402).")  # fmt: skip
-def drift_status(url: str | None) -> None:
+@JSON_OPTION
+def drift_status(url: str | None, as_json: bool) -> None:
     """Each detector's statistic, threshold, state and last alarm, per model version."""
     from fraudstream.drift.status import fetch, parse, render  # noqa: PLC0415
 
     port = os.environ.get("FRAUD_DRIFT_METRICS_PORT", "9402")
     try:
-        click.echo(render(parse(fetch(url or f"http://127.0.0.1:{port}/metrics"))))
+        rows = parse(fetch(url or f"http://127.0.0.1:{port}/metrics"))
     except FraudStreamError as exc:
         raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(render(rows))
 
 
 @cli.group("rules")

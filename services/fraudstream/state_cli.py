@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from fraudstream import kafka_clients
 from fraudstream.features.pipeline import FeaturePipeline
 from fraudstream.features.spec import FeatureSpec, catalog
+from fraudstream.json_output import JSON_OPTION, echo_json
 from fraudstream.localstack.stack import resolve_endpoints
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.scoring.state import Checkpoint, ScorerState, redis_client
@@ -75,12 +76,18 @@ def state_group() -> None:
 
 
 @state_group.command("status")
-def state_status() -> None:
+@JSON_OPTION
+def state_status(as_json: bool) -> None:
     """Per input partition: the group's committed offset and how far Redis is behind it."""
     settings = ScorerSettings()
     state, consumer, _bootstrap = _open(settings)
     try:
-        for pos in positions(settings, state, consumer):
+        found = positions(settings, state, consumer)
+        if as_json:
+            echo_json([{"partition": p.partition, "low": p.low, "committed": p.committed,
+                        "redis_behind": p.behind} for p in found])  # fmt: skip
+            return
+        for pos in found:
             behind = pos.behind
             word = "no usable state" if behind is None else f"{behind} offsets behind"
             click.echo(f"partition {pos.partition}: committed {pos.committed}, retained from "

@@ -161,18 +161,32 @@ def _reconcile(
     return [*changes, TopicChange(name, "updated", detail)]
 
 
+def topic_rows(settings: CommonSettings) -> list[dict[str, object]]:
+    """The declared topics with their settings (`fraudctl topics list --json`)."""
+    return [
+        {
+            "topic": spec.name(settings), "key": spec.key,
+            "partitions": spec.partition_count(settings), "keyed": spec.partitions == KEYED,
+            "retention_ms": spec.retention_ms, "cleanup_policy": spec.cleanup_policy,
+            "contract": spec.contract.__name__, "purpose": spec.purpose,
+        }
+        for spec in TOPICS
+    ]  # fmt: skip
+
+
 def topic_table(settings: CommonSettings, emit: Callable[[str], None] = print) -> None:
     """Print the declared topics as a markdown table (the README's topic table)."""
     emit("| topic | key | partitions | retention | cleanup | contract | purpose |")
     emit("|---|---|---|---|---|---|---|")
-    for spec in TOPICS:
-        retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // DAY_MS} d"
+    for row in topic_rows(settings):
+        retention_ms = int(str(row["retention_ms"]))
+        retention = "forever" if retention_ms < 0 else f"{retention_ms // DAY_MS} d"
         partitions = (
-            f"{spec.partition_count(settings)} (`FRAUD_TOPIC_PARTITIONS`)"
-            if spec.partitions == KEYED
-            else str(spec.partitions)
+            f"{row['partitions']} (`FRAUD_TOPIC_PARTITIONS`)"
+            if row["keyed"]
+            else str(row["partitions"])
         )
         emit(
-            f"| `{spec.name(settings)}` | {spec.key} | {partitions} | {retention} | "
-            f"{spec.cleanup_policy} | {spec.contract.__name__} | {spec.purpose} |"
+            f"| `{row['topic']}` | {row['key']} | {partitions} | {retention} | "
+            f"{row['cleanup_policy']} | {row['contract']} | {row['purpose']} |"
         )

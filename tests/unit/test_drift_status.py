@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from fraudstream.drift.monitor import Monitor, Observed
 from fraudstream.drift.reference import Distribution, DriftReference
 from fraudstream.drift.service import DriftMetrics, DriftSettings, build_app
 from fraudstream.drift.status import parse, render
+from fraudstream.json_output import echo_json
 
 
 def _metrics_after_a_shift() -> str:
@@ -74,3 +77,18 @@ def test_the_monitor_keeps_faust_data_under_the_state_dir(tmp_path: Path) -> Non
     )  # fmt: skip
     app, _, _ = build_app(settings)
     assert Path(app.conf.datadir) == tmp_path / "state" / "drift" / settings.drift_group_id
+
+
+def test_status_rows_as_json_have_nulls_for_missing_statistics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = parse(_metrics_after_a_shift())
+    echo_json(rows)
+    printed = json.loads(capsys.readouterr().out)
+    by_name = {(r["detector"], r["feature"]): r for r in printed}
+    amount = by_name[("feature_psi", "amount_log")]
+    assert amount["drifted"] == 1.0
+    assert amount["value"] > amount["threshold"]
+    assert len(printed) == len(rows)
+    assert all(r["value"] is None for r, row in zip(printed, rows, strict=True)
+               if math.isnan(row.value))  # fmt: skip

@@ -309,6 +309,14 @@ def test_cli(
     assert "canary (0.2 of cards)" in lines[4]
     assert lines[-1].split("\t")[1:4] == ["retired", b, "operator"]
     assert all(f"\t{b}\t" in line for line in run("history", NAME, "--version", b).splitlines()[1:])
+    events = json.loads(run("history", NAME, "--version", b, "--json"))
+    assert events[0]["event"] == "registered"
+    assert {e["version"] for e in events} == {b}
+    assert {v["version"]: v["stage"] for v in json.loads(run("list", NAME, "--json"))} == {
+        a: "champion",
+        b: "retired",
+    }
+    assert json.loads(run("list", "--json")) == [{"model_name": NAME, "champion": a}]
     assert "evaluation" not in run("show", NAME, b)
     registry.record_evaluation(NAME, b, json.dumps({
         "window_start": "2026-03-01T00:00:00Z", "window_end": "2026-03-08T00:00:00Z",

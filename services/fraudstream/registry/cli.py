@@ -18,6 +18,7 @@ import numpy as np
 
 from fraudstream.contracts import ModelEvent
 from fraudstream.errors import FraudStreamError
+from fraudstream.json_output import JSON_OPTION, echo_json
 from fraudstream.registry.compare import fmt, metrics_table
 from fraudstream.registry.stages import Stage
 from fraudstream.registry.store import Registry, VersionDetails
@@ -56,10 +57,19 @@ def models(ctx: click.Context, registry_dir: Path) -> None:
 
 @models.command("list")
 @click.argument("name", required=False)
+@JSON_OPTION
 @pass_registry
-def list_(registry: Registry, name: str | None) -> None:
+def list_(registry: Registry, name: str | None, as_json: bool) -> None:
     """List models, or the versions of NAME with their stages."""
     with _errors():
+        if as_json:
+            if name is None:
+                champions = {m: registry.champion(m) for m in registry.model_names()}
+                echo_json([{"model_name": m, "champion": c.version if c else None}
+                           for m, c in champions.items()])  # fmt: skip
+            else:
+                echo_json(registry.list(name))
+            return
         if name is None:
             for model in registry.model_names():
                 champion = registry.champion(model)
@@ -133,15 +143,17 @@ def _evaluation_line(doc: dict[str, Any]) -> str:
 @models.command()
 @click.argument("name")
 @click.option("--version", "only", default=None, help="Only this version's events.")
+@JSON_OPTION
 @pass_registry
-def history(registry: Registry, name: str, only: str | None) -> None:
+def history(registry: Registry, name: str, only: str | None, as_json: bool) -> None:
     """Every stage change of NAME, oldest first: when, what, who, and the note."""
     with _errors():
-        events = registry.events(name)
+        events = [e for e in registry.events(name) if only is None or e.version == only]
+    if as_json:
+        echo_json(events)
+        return
     click.echo("at (UTC)\tevent\tversion\tactor\tnote")
     for e in events:
-        if only is not None and e.version != only:
-            continue
         share = f" ({e.canary_share:g} of cards)" if e.canary_share is not None else ""
         click.echo(f"{e.at:%Y-%m-%d %H:%M:%S}\t{e.event.value}{share}\t{e.version}\t"
                    f"{e.actor}\t{e.note}")  # fmt: skip
