@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.metric_names import exported, unknown
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules" / "fraudstream.yml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "tests" / "fraudstream_test.yml"
@@ -89,3 +91,9 @@ def test_alertmanager_config_and_routing() -> None:
         assert routed.stdout.strip() == RECEIVER_OF[severity], (alert["alert"], routed.stdout)
     unrouted = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", "x=y")
     assert unrouted.stdout.strip() == "default"
+
+
+def test_alerts_query_only_metrics_the_services_export() -> None:
+    names = exported()
+    for alert in _alerts():
+        assert not unknown(alert["expr"], names), (alert["alert"], unknown(alert["expr"], names))
