@@ -77,6 +77,8 @@ def test_the_monitor_keeps_faust_data_under_the_state_dir(tmp_path: Path) -> Non
     )  # fmt: skip
     app, _, _ = build_app(settings)
     assert Path(app.conf.datadir) == tmp_path / "state" / "drift" / settings.drift_group_id
+    app._create_directories()  # what the worker does at start: the parents must exist
+    assert (Path(app.conf.datadir) / "v1" / "tables").is_dir()
 
 
 def test_status_rows_as_json_have_nulls_for_missing_statistics(

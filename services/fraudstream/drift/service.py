@@ -160,13 +160,16 @@ def build_app(settings: DriftSettings) -> tuple[faust.App, Monitor, DriftMetrics
     """The faust app with its two agents, the monitor and its metrics."""
     endpoints = resolve_endpoints(settings)
     config = MonitorConfig.from_yaml(settings.drift_config)
+    # faust makes its data directory even for in-memory tables, by default `<id>-data` in
+    # the working directory; keep it with the rest of the local state. faust creates only
+    # the last level.
+    datadir = settings.state_dir / "drift" / settings.drift_group_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.drift_group_id,
         broker=f"kafka://{endpoints.kafka_bootstrap}",
         store="memory://",
-        # faust makes its data directory even for in-memory tables; by default in the
-        # working directory, one per group id. Keep it with the rest of the local state.
-        datadir=settings.state_dir / "drift" / settings.drift_group_id,
+        datadir=datadir,
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
