@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml requirements/train.lock
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install fraudstream with the train and dev extras
+# kustomize renders k8s/ for the manifest tests; built from the Go module proxy (Go is on
+# every machine we use), about a minute the first time.
+KUSTOMIZE_VERSION := v5.7.1
+$(BIN)/kustomize: $(STAMP)
+	GOBIN=$(abspath $(BIN)) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+install: $(STAMP) $(BIN)/kustomize  ## create .venv and install fraudstream with the train and dev extras, and kustomize
 
 # Re-resolve the pinned, hashed versions the images and `make install` use (after editing
 # dependencies in pyproject.toml); serving.lock is train.lock's versions without the extra.

