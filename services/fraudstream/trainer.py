@@ -36,13 +36,17 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class StageTimes:
-    """Wall-clock seconds per stage, for the CLI summary and the benchmark."""
+    """Wall-clock seconds per stage, for the CLI summary and the benchmark; `say`, when
+    given, hears each stage as it ends (progress on a long training run)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    say: Callable[[str], None] | None = None
 
     def record(self, stage: str, started: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] = now - started
+        if self.say is not None:
+            self.say(f"  {stage} done in {now - started:.1f} s")
         return now
 
 

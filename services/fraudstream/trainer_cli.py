@@ -149,7 +149,7 @@ def train_command(
         return
     from fraudstream.trainer import StageTimes, train_and_register  # noqa: PLC0415
 
-    times = StageTimes()
+    times = StageTimes(say=lambda line: click.echo(line, err=True))
     started = time.perf_counter()
     history, _groups = _load_history(data_path, labels_path, label_column, label_delay_days,
                                      n_simulated, days, seed, max_invalid)  # fmt: skip

@@ -41,6 +41,9 @@ def test_train_on_simulated_data_registers_a_champion_with_a_card(tmp_path: Path
                      "--features", str(REPO / "config" / "features.yaml")])  # fmt: skip
     assert "registered fraud" in output
     assert "(champion)" in output
+    # Progress as each stage ends (on stderr), then the summary.
+    stages = ("load", "features", "train", "export_and_register")
+    assert all(f"  {stage} done in " in output for stage in stages), output
     (version,) = Registry(registry).list("fraud")
     assert version.stage is Stage.CHAMPION
     card = (version.path / "MODEL_CARD.md").read_text()
