@@ -30,9 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-from confluent_kafka import KafkaError
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the shared harness lives in tests/integration
 sys.path.insert(0, str(REPO / "load_tests"))
@@ -45,7 +42,7 @@ from tests.integration.scorer_support import (  # noqa: E402
     train_small_model,
 )
 
-from crash_stress import Clients, private_stack, stop_scorers  # noqa: E402
+from crash_stress import Clients, follow_decisions, private_stack, stop_scorers  # noqa: E402
 from fraudstream import kafka_clients  # noqa: E402
 from fraudstream.contracts import encode  # noqa: E402
 from fraudstream.localstack import kafka, processes, redis_server  # noqa: E402
@@ -109,16 +106,12 @@ def _produce(clients: Clients, topic: str, n: int, rate: float, feed: Feed) -> N
 
 
 def _read(clients: Clients, topic: str, reading: Reading) -> None:
-    reader = clients.reader(topic)
-    while not reading.stop.is_set():
-        for message in reader.consume(1000, timeout=0.2):
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    logging.warning("reader: %s", error)
-                continue
-            decision = orjson.loads(message.value() or b"{}")
-            reading.rows.append((time.monotonic(), decision["transaction_id"], decision["path"]))
+    follow_decisions(
+        clients,
+        topic,
+        reading.stop,
+        lambda d: reading.rows.append((time.monotonic(), d["transaction_id"], d["path"])),
+    )
 
 
 class Fault:

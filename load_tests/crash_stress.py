@@ -22,6 +22,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -30,8 +31,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from confluent_kafka import Consumer, Producer
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +121,21 @@ class Clients:
             reader.close()
         for producer in self.producers:
             producer.flush(5)
+
+
+def follow_decisions(clients: Clients, topic: str, stop: threading.Event,
+                     handle: Callable[[dict[str, Any]], None]) -> None:  # fmt: skip
+    """Read `topic` (read_committed) until `stop`, handing each decision to `handle`; run
+    it in a thread. Shared by chaos.py and soak.py."""
+    reader = clients.reader(topic)
+    while not stop.is_set():
+        for message in reader.consume(2000, timeout=0.2):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logging.warning("reader: %s", error)
+                continue
+            handle(orjson.loads(message.value() or b"{}"))
 
 
 def stop_scorers() -> list[int]:

@@ -26,10 +26,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import orjson
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,7 +42,7 @@ from tests.integration.scorer_support import (  # noqa: E402
     train_small_model,
 )
 
-from crash_stress import Clients, private_stack  # noqa: E402
+from crash_stress import Clients, follow_decisions, private_stack  # noqa: E402
 from fraudstream import kafka_clients  # noqa: E402
 from fraudstream.localstack import processes  # noqa: E402
 from fraudstream.settings import CommonSettings  # noqa: E402
@@ -67,20 +67,14 @@ class Collected:
 
 
 def _read(clients: Clients, topic: str, got: Collected) -> None:
-    reader = clients.reader(topic)
-    while not got.stop.is_set():
-        for message in reader.consume(2000, timeout=0.2):
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    logging.warning("reader: %s", error)
-                continue
-            decision = orjson.loads(message.value() or b"{}")
-            with got.lock:
-                got.ids[decision["transaction_id"]] += 1
-                window = got.windows[-1]
-                window.latencies_ms.append(float(decision["latency_ms"]))
-                window.degraded += decision["path"] == "degraded"
+    def count(decision: dict[str, Any]) -> None:
+        with got.lock:
+            got.ids[decision["transaction_id"]] += 1
+            window = got.windows[-1]
+            window.latencies_ms.append(float(decision["latency_ms"]))
+            window.degraded += decision["path"] == "degraded"
+
+    follow_decisions(clients, topic, got.stop, count)
 
 
 def rss_mb(pid: int) -> float:
