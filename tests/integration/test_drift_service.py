@@ -25,9 +25,9 @@ from fraudstream.contracts import (
     Verdict,
     encode,
 )
-from fraudstream.drift.reference import DriftReference
 from fraudstream.localstack import processes
 from fraudstream.localstack.stack import Endpoints, LocalStack
+from fraudstream.model.drift_reference import DriftReference
 from fraudstream.registry import Registry
 from fraudstream.settings import CommonSettings
 from fraudstream.topics import provision

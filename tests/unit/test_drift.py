@@ -35,10 +35,10 @@ from fraudstream.drift.detectors import (
 )
 from fraudstream.drift.join import APPROVE, DECLINE, Held, LabelJoin, Seen
 from fraudstream.drift.monitor import Debouncer, Monitor, Observed
-from fraudstream.drift.reference import Distribution, DriftReference
 from fraudstream.drift.service import DriftMetrics, observe, read_labels
 from fraudstream.errors import ConfigurationError
 from fraudstream.features.state import DAY
+from fraudstream.model.drift_reference import Distribution, DriftReference
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,10 +16,10 @@ from fraudstream.cli import cli
 from fraudstream.drift.config import MonitorConfig
 from fraudstream.drift.join import APPROVE, Seen
 from fraudstream.drift.monitor import Monitor, Observed
-from fraudstream.drift.reference import Distribution, DriftReference
 from fraudstream.drift.service import DriftMetrics, DriftSettings, build_app
 from fraudstream.drift.status import parse, render
 from fraudstream.json_output import echo_json
+from fraudstream.model.drift_reference import Distribution, DriftReference
 
 
 def _metrics_after_a_shift() -> str:

@@ -22,7 +22,7 @@ class _Frozen(BaseModel):
 
 
 class PsiConfig(_Frozen):
-    """Score and feature distributions against the model's reference (`drift.reference`)."""
+    """Score and feature distributions against the model's reference (`model.drift_reference`)."""
 
     window: int = Field(default=5_000, ge=500, description="Decisions per tumbling window.")
     threshold: Positive = Field(default=0.25, description="PSI of a drifted window.")

@@ -3,7 +3,7 @@
 Three kinds, one interface (`update(values, times) -> alarms`, `status()`):
 
 - `PsiDetector`: tumbling windows of a score or feature against the model's reference
-  distribution (`drift.reference`); alarms after `consecutive` windows at or over the
+  distribution (`model.drift_reference`); alarms after `consecutive` windows at or over the
   threshold.
 - `RateDetector`: River's ADWIN keeps an adaptive window of a 0/1 or numeric stream (the
   decline indicator, the review indicator, the score, missed frauds); a change it finds
@@ -27,7 +27,7 @@ from river.drift import ADWIN
 from river.drift.binary import DDM
 
 from fraudstream.drift.config import ErrorConfig, PrecisionConfig, PsiConfig, RateConfig
-from fraudstream.drift.reference import Distribution
+from fraudstream.model.drift_reference import Distribution
 
 GROUPS = {
     "score_psi": "outputs", "score_mean": "outputs", "decline_rate": "outputs",

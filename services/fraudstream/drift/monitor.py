@@ -36,7 +36,7 @@ from fraudstream.drift.detectors import (
     RateDetector,
 )
 from fraudstream.drift.join import APPROVE, DECLINE, REVIEW, LabelJoin, Outcome, Seen
-from fraudstream.drift.reference import DriftReference
+from fraudstream.model.drift_reference import DriftReference
 
 T = TypeVar("T")
 References = Callable[[str], DriftReference | None]  # model version -> its reference

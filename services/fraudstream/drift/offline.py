@@ -23,8 +23,8 @@ from fraudstream.drift.config import MonitorConfig
 from fraudstream.drift.detectors import Alarm
 from fraudstream.drift.join import Seen
 from fraudstream.drift.monitor import Monitor, Observed
-from fraudstream.drift.reference import DriftReference
 from fraudstream.features.spec import FeatureConfig
+from fraudstream.model.drift_reference import DriftReference
 from fraudstream.model.ensemble import action_codes
 from fraudstream.model.train_config import TrainConfig
 from fraudstream.simulator import SimulationConfig

@@ -26,8 +26,8 @@ from fraudstream.contracts import Decision, DecisionPath, Label, Verdict, encode
 from fraudstream.drift.config import MonitorConfig
 from fraudstream.drift.join import APPROVE, DECLINE, REVIEW, LabelJoin, Seen
 from fraudstream.drift.monitor import Fed, Monitor, Observed
-from fraudstream.drift.reference import DriftReference
 from fraudstream.localstack.stack import resolve_endpoints
+from fraudstream.model.drift_reference import DriftReference
 from fraudstream.observability.http import HealthServer, HealthState, serve
 from fraudstream.registry import Registry
 from fraudstream.settings import CommonSettings

@@ -10,5 +10,7 @@ Modules (import from them directly):
 - `onnx_ensemble`: `OnnxEnsemble`, the ONNX Runtime serving path.
 - `explain`: per-row LightGBM feature contributions.
 - `metrics`: evaluation metrics in plain numpy (`metrics.json`).
+- `drift_reference`: the score and feature distributions the drift monitor compares
+  against (`reference.json`).
 - `provenance`, `train_config`: where a version came from (`training.json`).
 """

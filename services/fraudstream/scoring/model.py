@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fraudstream.drift.reference import DriftReference
 from fraudstream.errors import FraudStreamError
 from fraudstream.features.spec import PRODUCER_PREFIX, FeatureSpec, catalog
+from fraudstream.model.drift_reference import DriftReference
 from fraudstream.model.errors import ModelLoadError
 from fraudstream.model.explain import PathExplainer, load_booster
 from fraudstream.model.feature_spec import feature_spec_of
@@ -55,7 +55,7 @@ class ServingModel:
     version_dir: Path
     scoring_names: tuple[str, ...]
     explainer: PathExplainer = field(repr=False)
-    # The reference's features (`drift.reference`), with their positions in scoring rows:
+    # The reference's features (`model.drift_reference`), with their positions in scoring rows:
     # their values go on each ML decision for the drift monitor.
     monitored: tuple[str, ...] = ()
     monitored_columns: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))

@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from fraudstream.drift.reference import DriftReference
+from fraudstream.model.drift_reference import DriftReference
 from fraudstream.model.ensemble import (
     ENSEMBLE,
     EnsembleSpec,
