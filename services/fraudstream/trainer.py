@@ -29,6 +29,7 @@ from fraudstream.simulator import SimulationConfig, simulate
 from fraudstream.simulator.archive import archive_tables
 from fraudstream.training.data import TrainingData, to_event_time
 from fraudstream.training.errors import TrainingError
+from fraudstream.training.publish import register
 from fraudstream.training.train import TrainResult, train
 
 _log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def train_and_register(
     result = dataclasses.replace(result, info=result.info.model_copy(update=recorded))
     started = times.record("train", started)
     note = note or f"{len(history)} transactions"
-    version = registry.register(name, result, note=note)
+    version = register(registry, name, result, note=note)
     times.record("export_and_register", started)
     promoted = promote_if_no_champion and registry.champion(name) is None
     if promoted:

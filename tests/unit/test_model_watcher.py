@@ -29,6 +29,7 @@ from fraudstream.registry.layout import MANIFEST_FILE, Manifest
 from fraudstream.scoring.models import ModelWatcher, Throttled, assign_at_end, load_model_set
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.training.data import TrainingData
+from fraudstream.training.publish import register
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import train
 from tests.factories import NOW
@@ -63,8 +64,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     registry = Registry(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FRAUD_GIT_COMMIT", "test-commit")
-        v1 = registry.register(NAME, train(_servable(9), SMALL)).version
-        v2 = registry.register(NAME, train(_servable(10), SMALL)).version
+        v1 = register(registry, NAME, train(_servable(9), SMALL)).version
+        v2 = register(registry, NAME, train(_servable(10), SMALL)).version
     registry.set_stage(NAME, v1, Stage.CHAMPION, actor="test")
     return root, v1, v2
 

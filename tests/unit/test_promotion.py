@@ -35,6 +35,7 @@ from fraudstream.retrain.policy import (
     shadow_step,
 )
 from fraudstream.retrain.settings import TrainerSettings
+from fraudstream.training.publish import register
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import TrainResult, train
 
@@ -242,13 +243,13 @@ def clock() -> _Clock:
 @pytest.fixture
 def registry(tmp_path: Path, trained: TrainResult, clock: _Clock) -> Registry:
     registry = Registry(tmp_path / "models", clock=clock)
-    v1 = registry.register("fraud", trained).version
+    v1 = register(registry, "fraud", trained).version
     registry.set_stage("fraud", v1, Stage.CHAMPION, actor="alice")
     return registry
 
 
 def _challenger(registry: Registry, trained: TrainResult, low: float, high: float) -> str:
-    version = registry.register("fraud", trained).version
+    version = register(registry, "fraud", trained).version
     registry.record_evaluation("fraud", version, _evaluation(low, high).model_dump_json())
     return version
 
@@ -284,7 +285,7 @@ def test_policy_walks_a_better_challenger_to_champion_and_rolls_it_back(
     assert v1 is not None
     stale = _challenger(registry, trained, -0.1, 0.1)
     v2 = _challenger(registry, trained, -0.05, 0.1)
-    hand = registry.register("fraud", trained).version  # no evaluation: left to people
+    hand = register(registry, "fraud", trained).version  # no evaluation: left to people
     events = policy(registry, served.archive(), clock.now)
     assert [(e.version, e.event) for e in events] == [
         (stale, ModelEventType.RETIRED),
@@ -334,7 +335,7 @@ def test_a_first_model_the_trainer_promoted_is_not_on_probation(
     tmp_path: Path, trained: TrainResult, clock: _Clock
 ) -> None:
     registry = Registry(tmp_path / "models", clock=clock)
-    v1 = registry.register("fraud", trained).version
+    v1 = register(registry, "fraud", trained).version
     registry.set_stage("fraud", v1, Stage.CHAMPION, actor="trainer", note="first model")
     served = Served([], [])
     for i in range(60):  # its declines all legitimate: the alert's condition holds

@@ -18,6 +18,7 @@ from fraudstream.model.train_config import LightGBMParams, TrainConfig
 from fraudstream.registry import ChecksumError, ModelNotFoundError, Registry, RegistryError, Stage
 from fraudstream.registry.cli import models
 from fraudstream.training.data import TrainingData, chronological_split
+from fraudstream.training.publish import register
 from fraudstream.training.synthetic import synthetic_training_data
 from fraudstream.training.train import TrainResult, train
 
@@ -81,7 +82,7 @@ def registry(tmp_path: Path) -> Registry:
 def test_register_then_list_and_show(
     registry: Registry, results: tuple[TrainResult, TrainResult]
 ) -> None:
-    version = registry.register(NAME, results[0])
+    version = register(registry, NAME, results[0])
     assert re.fullmatch(r"v20250301-120001-[0-9a-f]{8}", version.version)
     assert version.stage is Stage.CANDIDATE
     assert {p.name for p in version.path.iterdir()} == FILES
@@ -102,10 +103,10 @@ def test_register_then_list_and_show(
 def test_versions_are_immutable(
     registry: Registry, results: tuple[TrainResult, TrainResult]
 ) -> None:
-    first = registry.register(NAME, results[0])
+    first = register(registry, NAME, results[0])
     for path in first.path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path.name
-    again = registry.register(NAME, results[0])
+    again = register(registry, NAME, results[0])
     assert again.version != first.version
     assert [v.version for v in registry.list(NAME)] == [first.version, again.version]
     assert not list(first.path.parent.glob(".tmp-*"))
@@ -125,7 +126,7 @@ def _overwrite(path: Path, data: bytes) -> None:
 def test_load_checks_the_manifest_checksums(
     registry: Registry, results: tuple[TrainResult, TrainResult]
 ) -> None:
-    version = registry.register(NAME, results[0]).version
+    version = register(registry, NAME, results[0]).version
     path = registry.get(NAME, version).path
     registry.load(NAME, version)
     onnx = path / "lightgbm.onnx"
@@ -144,7 +145,7 @@ def test_load_checks_the_manifest_checksums(
 def test_verify_refuses_files_the_manifest_does_not_list(
     registry: Registry, results: tuple[TrainResult, TrainResult]
 ) -> None:
-    version = registry.register(NAME, results[0])
+    version = register(registry, NAME, results[0])
     (version.path / "notes.txt").write_text("x")
     registry.load(NAME, version.version)  # serving reads only listed files
     with pytest.raises(RegistryError, match=r"does not list \(\['notes.txt'\]\)"):
@@ -157,7 +158,7 @@ def test_an_unknown_model_is_model_not_found(registry: Registry) -> None:
 
 
 def test_promote_and_rollback(registry: Registry, results: tuple[TrainResult, TrainResult]) -> None:
-    v1, v2, v3 = (registry.register(NAME, results[i % 2]).version for i in range(3))
+    v1, v2, v3 = (register(registry, NAME, results[i % 2]).version for i in range(3))
     first = registry.set_stage(NAME, v1, "champion", actor="alice")
     assert (first.event, first.version, first.actor) == (ModelEventType.PROMOTED, v1, "alice")
     shadow = registry.set_stage(NAME, v2, Stage.SHADOW, actor="alice")
@@ -196,7 +197,7 @@ def test_promote_and_rollback(registry: Registry, results: tuple[TrainResult, Tr
 def test_stage_errors_say_what_to_do(
     registry: Registry, results: tuple[TrainResult, TrainResult]
 ) -> None:
-    v1 = registry.register(NAME, results[0]).version
+    v1 = register(registry, NAME, results[0]).version
     with pytest.raises(RegistryError, match="canary_share"):
         registry.set_stage(NAME, v1, Stage.CANARY, actor="alice")
     with pytest.raises(RegistryError, match="canary_share"):
@@ -213,9 +214,9 @@ def test_stage_errors_say_what_to_do(
     with pytest.raises(RegistryError, match="no model 'other'"):
         registry.list("other")
     with pytest.raises(RegistryError, match="invalid model name"):
-        registry.register("../escape", results[0])
+        register(registry, "../escape", results[0])
     with pytest.raises(RegistryError, match="invalid actor"):
-        registry.register(NAME, results[0], actor="two words")
+        register(registry, NAME, results[0], actor="two words")
     assert len(registry.list(NAME)) == 1  # nothing was written
 
 
@@ -227,7 +228,7 @@ def _test_window(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
 def test_compare_scores_both_versions_on_the_same_window(
     registry: Registry, results: tuple[TrainResult, TrainResult], data: TrainingData
 ) -> None:
-    a, b = (registry.register(NAME, r).version for r in results)
+    a, b = (register(registry, NAME, r).version for r in results)
     X, y = _test_window(data)
     comparison = registry.compare(NAME, a, b, X, y)
     assert (comparison.rows, comparison.frauds) == (len(y), int(y.sum()))
@@ -249,7 +250,7 @@ def test_compare_scores_both_versions_on_the_same_window(
 def test_model_card_and_pr_curve(
     registry: Registry, results: tuple[TrainResult, TrainResult]
 ) -> None:
-    version = registry.register(NAME, results[0])
+    version = register(registry, NAME, results[0])
     card = (version.path / "MODEL_CARD.md").read_text()
     thresholds = results[0].ensemble.thresholds
     for needle in (
@@ -275,7 +276,7 @@ def test_model_card_and_pr_curve(
 def test_cli(
     registry: Registry, results: tuple[TrainResult, TrainResult], data: TrainingData, tmp_path: Path
 ) -> None:
-    a, b = (registry.register(NAME, r).version for r in results)
+    a, b = (register(registry, NAME, r).version for r in results)
     # Hermetic: a local stack running in the working directory would get the events.
     runner = CliRunner(env={"FRAUD_STATE_DIR": str(tmp_path / "no-stack")})
 

@@ -1,9 +1,10 @@
-"""Building one immutable version directory from a `TrainResult` (train-time dependencies).
+"""Sealing one immutable version directory (no training code: the files come from the
+caller, `fraudstream.training.publish` for trained models).
 
 Files are written into a hidden temporary directory next to the final one, made
 read-only, then the directory is renamed into place: readers see a complete version or
-none. The version id is `v<YYYYMMDD>-<HHMMSS>-<8 hex>`, the hash covering the model files
-and the registration time.
+none. The version id is `v<YYYYMMDD>-<HHMMSS>-<8 hex>`, the hash covering the serving
+files and the registration time.
 """
 
 from __future__ import annotations
@@ -11,23 +12,18 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from fraudstream.model.metrics import ParityResult
-from fraudstream.registry.card import plot_pr_curves, render_model_card
 from fraudstream.registry.errors import RegistryError
 from fraudstream.registry.files import make_read_only, sha256_file
-from fraudstream.registry.layout import (
-    CARD_FILE,
-    MANIFEST_FILE,
-    METRICS_FILE,
-    PR_CURVE_FILE,
-    TRAINING_FILE,
-    Manifest,
-)
-from fraudstream.training.export import ParityBounds, export_onnx
-from fraudstream.training.train import TrainResult
+from fraudstream.registry.layout import MANIFEST_FILE, Manifest
+
+# Writes the serving files (ONNX members, ensemble.json, feature_spec.json, ...) into a dir.
+WriteServing = Callable[[Path], None]
+# Writes the documents (metrics, training record, model card) that quote the version id.
+WriteDocuments = Callable[[Path, str], None]
 
 
 def _digests(directory: Path) -> dict[str, str]:
@@ -50,43 +46,22 @@ def version_id(model_dir: Path, digests: dict[str, str], at: datetime) -> str:
     raise RegistryError(f"no free version id under {model_dir}: clean up stale directories")
 
 
-def _write_documents(
-    tmp: Path, name: str, version: str, result: TrainResult, parity: dict[str, ParityResult]
-) -> None:
-    """metrics.json (with parity), training.json, the model card and the PR curves."""
-    metrics = result.metrics.model_copy(update={"parity": parity})
-    (tmp / METRICS_FILE).write_text(metrics.model_dump_json(indent=2) + "\n")
-    (tmp / TRAINING_FILE).write_text(result.info.model_dump_json(indent=2) + "\n")
-    card = render_model_card(
-        name=name,
-        version=version,
-        info=result.info,
-        metrics=metrics,
-        ensemble=result.ensemble,
-        spec=result.feature_spec,
-    )
-    (tmp / CARD_FILE).write_text(card)
-    plot_pr_curves(
-        result.test_labels, result.test_scores, tmp / PR_CURVE_FILE, f"{name} {version} (test)"
-    )
-
-
-def publish_version(
+def seal_version(
     model_dir: Path,
     name: str,
-    result: TrainResult,
     at: datetime,
-    parity_bounds: ParityBounds | None = None,
+    write_serving: WriteServing,
+    write_documents: WriteDocuments,
 ) -> tuple[str, Path]:
     """Write, seal and move a new version into `model_dir`; returns its id and path."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".tmp-{uuid.uuid4().hex}"
     try:
         tmp.mkdir()
-        parity = export_onnx(result, tmp, parity_bounds)
+        write_serving(tmp)
         # The id hashes the serving files; the documents written next quote the id.
         version = version_id(model_dir, _digests(tmp), at)
-        _write_documents(tmp, name, version, result, parity)
+        write_documents(tmp, version)
         manifest = Manifest(model_name=name, version=version, registered_at=at, files=_digests(tmp))
         (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
         make_read_only(tmp)

@@ -1,7 +1,7 @@
 """`Registry`: immutable model versions on disk plus their mutable lifecycle stages.
 
 Reading (list, show, champion, load) needs only numpy, pydantic and onnxruntime, so the
-scorer can use it; `register` imports the train-time exporters when called.
+scorer can use it; a trained model is added by `fraudstream.training.publish.register`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import builtins
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -35,11 +35,8 @@ from fraudstream.registry.layout import (
     check_model_name,
     is_version_id,
 )
+from fraudstream.registry.publish import WriteDocuments, WriteServing, seal_version
 from fraudstream.registry.stages import Stage, StageBook
-
-if TYPE_CHECKING:
-    from fraudstream.training.export import ParityBounds
-    from fraudstream.training.train import TrainResult
 
 
 class ModelVersion(BaseModel):
@@ -188,23 +185,21 @@ class Registry:
 
     # ---- writing ----
 
-    def register(
+    def add_version(
         self,
         name: str,
-        result: TrainResult,
+        write_serving: WriteServing,
+        write_documents: WriteDocuments,
         *,
         actor: str = "trainer",
         note: str = "",
-        parity_bounds: ParityBounds | None = None,
     ) -> ModelVersion:
-        """Export, document and store `result` as a new immutable candidate version."""
-        # Train-time dependencies (exporters, matplotlib): readers such as the scorer skip them.
-        from fraudstream.registry.publish import publish_version  # noqa: PLC0415
-
+        """Store a new immutable candidate version from the files the two writers put in
+        its directory (`fraudstream.training.publish.register` for a trained model)."""
         model_dir = self.root / check_model_name(name)
         stages.check_actor(actor)
         at = self._clock()
-        version, _ = publish_version(model_dir, name, result, at, parity_bounds)
+        version, _ = seal_version(model_dir, name, at, write_serving, write_documents)
         self._change(name, lambda book: stages.register(book, version, actor, at, note))
         return self.get(name, version)
 
