@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements/train.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/train.lock
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,review,dev]'
 	touch $(STAMP)
 
 # kustomize renders k8s/ for the manifest tests; built from the Go module proxy (Go is on
@@ -27,8 +27,8 @@ install: $(STAMP) $(BIN)/kustomize  ## create .venv and install fraudstream with
 # dependencies in pyproject.toml); serving.lock is train.lock's versions without the extra.
 LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -q
 lock: install  ## re-resolve requirements/*.lock from pyproject.toml
-	$(LOCK) --extra train --upgrade -o requirements/train.lock
-	$(LOCK) -c requirements/train.lock -o requirements/serving.lock
+	$(LOCK) --extra train --extra review --upgrade -o requirements/train.lock
+	$(LOCK) --extra review -c requirements/train.lock -o requirements/serving.lock
 
 run: install  ## start Kafka + Redis, provision topics, stream simulated traffic (Ctrl-C stops); DRIFT=1: the retraining loop
 	$(BIN)/fraudctl demo $(if $(DRIFT),--drift)

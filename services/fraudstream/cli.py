@@ -28,6 +28,7 @@ from fraudstream.json_output import JSON_OPTION, echo_json
 from fraudstream.localstack.stack import LocalStack, resolve_endpoints
 from fraudstream.registry.cli import models
 from fraudstream.retrain.cli import retrain_command, trainer_command
+from fraudstream.review.cli import review_group
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.rules.model import ListEntity, ListName, RulePackDoc
@@ -461,6 +462,7 @@ cli.add_command(trainer_command)
 cli.add_command(retrain_command)
 cli.add_command(evaluate_command)
 cli.add_command(state_group)
+cli.add_command(review_group)
 cli.add_command(backtest_command)
 rules_group.add_command(rules_backtest_command)
 

@@ -66,6 +66,14 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "FRAUD_REDIS_URL"),
         description="Use this Redis instead of the embedded redis-server.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster (state runs a script per "
+        "primary; see the README's State section).",
+    )
+    redis_prefix: str = Field(
+        default="fraud", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Namespace of our keys."
+    )
     kafka_security_protocol: str = Field(
         default="PLAINTEXT", description="librdkafka security.protocol for external clusters."
     )

@@ -23,6 +23,13 @@ from fraudstream import kafka_clients
 from fraudstream.localstack.redis_cluster import RedisCluster
 from fraudstream.localstack.stack import Endpoints, LocalStack
 from fraudstream.settings import CommonSettings
+from tests.integration.review_support import (
+    DATABASES,
+    PostgresServer,
+    StoreFactory,
+    postgres_server,
+    store_factory_on,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,3 +180,27 @@ def small_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("small-registry")
     assert train_small_model(root).promoted
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server (Debian's package), started once if a test asks for it."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=DATABASES)
+def review_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty case-store URL: SQLite in the test's directory, or a new database on
+    the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'review.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.database()
+
+
+@pytest.fixture
+def store_factory(review_db: str, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Case stores on `review_db` (several share it, as the service's threads do)."""
+    with store_factory_on(review_db, tmp_path) as make:
+        yield make

@@ -69,14 +69,6 @@ class ScorerSettings(CommonSettings):
         "behind the next read); 250 ms did not, and a dead Redis costs it only until the "
         "circuit opens.",
     )
-    redis_cluster: bool = Field(
-        default=False,
-        description="REDIS_URL names a node of a Redis Cluster (state runs a script per "
-        "primary; see the README's State section).",
-    )
-    redis_prefix: str = Field(
-        default="fraud", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Namespace of our keys."
-    )
     state_inline_catch_up_max: int = Field(
         default=20_000,
         ge=0,

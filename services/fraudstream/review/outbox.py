@@ -1,0 +1,225 @@
+"""The label relay: outbox rows to `fraud.labels`, each exactly once.
+
+A verdict commits its label to the outbox table (store.py); the relay produces pending
+rows in a Kafka transaction, each record carrying its outbox id in a header, then marks
+them sent. A crash can fall between the two:
+
+- before the Kafka commit: on restart `init_transactions` aborts the open transaction and
+  the rows, still pending, are produced again;
+- after the Kafka commit, before the database marks them sent: on restart the relay reads
+  `fraud.labels` (read_committed) from its recorded positions to the end, finds the outbox
+  ids it already wrote, and marks those sent instead of producing them twice.
+
+Positions are recorded per partition before anything is produced (at the topic's end on
+the first start), so the read-back always covers whatever a crashed relay committed. Run
+one relay per database: a second one with the same transactional id fences the first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from sqlalchemy import select, update
+
+from fraudstream.contracts import Label, encode
+from fraudstream.review.database import ReviewStoreError
+from fraudstream.review.schema import OutboxLabel, RelayPosition
+from fraudstream.review.store import CaseStore
+
+_log = logging.getLogger(__name__)
+HEADER = "fraudstream.outbox_id"
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Sent:
+    outbox_id: int
+    partition: int
+    offset: int
+
+
+class LabelRelay:
+    """Produces the outbox to `topic`; `after_commit` (tests) runs between the Kafka
+    commit and the database update, where a crash is the interesting case."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        producer: Producer,
+        consumer: Callable[[], Consumer],
+        topic: str,
+        *,
+        timeout_s: float = 30.0,
+        after_commit: Callable[[list[Sent]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.new_consumer = consumer
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.after_commit = after_commit
+        self.started = False
+
+    def start(self) -> int:
+        """Fence older relays, record positions, reconcile with the topic; returns how many
+        outbox rows were found already on the topic (a crash after a Kafka commit)."""
+        self.producer.init_transactions(self.timeout_s)
+        ends = self._ends()
+        with self.store.sessions.begin() as db:
+            known = {p.partition for p in db.scalars(select(RelayPosition))}
+            for partition, (low, high) in ends.items():
+                if partition not in known:  # first start: ours cannot be there yet
+                    start = high if not known else low
+                    db.add(RelayPosition(partition=partition, offset=start))
+        found = self._read_back(ends)
+        self.started = True
+        if found:
+            _log.info(
+                "%d labels were on %s already (a relay stopped after its Kafka commit); "
+                "marked sent, not produced again",
+                len(found),
+                self.topic,
+            )
+        return len(found)
+
+    def pending(self) -> int:
+        with self.store.sessions() as db:
+            rows = db.scalars(select(OutboxLabel.id).where(OutboxLabel.sent_at.is_(None)))
+            return len(list(rows))
+
+    def relay_once(self) -> int:
+        """Produce up to one batch of pending labels in one transaction; returns how many."""
+        if not self.started:
+            raise ReviewStoreError("LabelRelay.start() must run before relaying")
+        with self.store.sessions() as db:
+            rows = list(
+                db.scalars(
+                    select(OutboxLabel)
+                    .where(OutboxLabel.sent_at.is_(None))
+                    .order_by(OutboxLabel.id)
+                    .limit(BATCH)
+                )
+            )
+        if not rows:
+            return 0
+        sent: list[Sent] = []
+        errors: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, msg: Message, outbox_id: int) -> None:
+            if err is not None:
+                errors.append(err)
+            else:
+                sent.append(Sent(outbox_id, msg.partition() or 0, msg.offset() or 0))
+
+        self.producer.begin_transaction()
+        try:
+            for row in rows:
+                value = encode(Label.model_validate(row.label, strict=False))
+                self.producer.produce(
+                    self.topic,
+                    key=row.transaction_id.encode(),
+                    value=value,
+                    headers=[(HEADER, str(row.id).encode())],
+                    on_delivery=functools.partial(delivered, outbox_id=row.id),
+                )
+            self.producer.commit_transaction(self.timeout_s)
+        except KafkaException:
+            self._abort()
+            raise
+        self.producer.poll(0)
+        if errors or len(sent) != len(rows):
+            raise ReviewStoreError(
+                f"labels committed but {len(errors)} delivery reports failed: {errors[:3]}"
+            )
+        if self.after_commit is not None:
+            self.after_commit(sent)
+        self._mark(sent)
+        return len(sent)
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            _log.warning("abort of the label transaction failed: %s", exc)
+
+    def _mark(self, sent: list[Sent]) -> None:
+        now = datetime.now(UTC)
+        with self.store.sessions.begin() as db:
+            for item in sent:
+                db.execute(
+                    update(OutboxLabel)
+                    .where(OutboxLabel.id == item.outbox_id)
+                    .values(sent_at=now, partition=item.partition, offset=item.offset)
+                )
+            ends: dict[int, int] = {}
+            for item in sent:
+                ends[item.partition] = max(ends.get(item.partition, 0), item.offset + 1)
+            for partition, end in ends.items():
+                position = db.get(RelayPosition, partition)
+                if position is None:
+                    db.add(RelayPosition(partition=partition, offset=end))
+                elif position.offset < end:
+                    position.offset = end
+
+    def _ends(self) -> dict[int, tuple[int, int]]:
+        consumer = self.new_consumer()
+        try:
+            meta = consumer.list_topics(self.topic, timeout=self.timeout_s).topics.get(self.topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise ReviewStoreError(
+                    f"topic {self.topic} does not exist; provision topics "
+                    "first (fraudctl topics create)"
+                )
+            return {
+                p: consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=self.timeout_s
+                )
+                for p in meta.partitions
+            }
+        finally:
+            consumer.close()
+
+    def _read_back(self, ends: dict[int, tuple[int, int]]) -> list[Sent]:
+        """Outbox ids on the topic between the recorded positions and `ends`; marked sent."""
+        with self.store.sessions() as db:
+            starts = {p.partition: p.offset for p in db.scalars(select(RelayPosition))}
+        todo = {p: high for p, (_, high) in ends.items() if starts.get(p, 0) < high}
+        found: list[Sent] = []
+        if not todo:
+            return found
+        consumer = self.new_consumer()
+        try:
+            consumer.assign([TopicPartition(self.topic, p, starts.get(p, 0)) for p in todo])
+            deadline = time.monotonic() + self.timeout_s * 2
+            while todo:
+                if time.monotonic() > deadline:
+                    raise ReviewStoreError(
+                        f"could not read {self.topic} to its end within {self.timeout_s * 2:g}s "
+                        f"(partitions {sorted(todo)}); an open transaction of another producer "
+                        "holds it back, try again"
+                    )
+                for msg in consumer.consume(500, timeout=0.5):
+                    partition, offset, error = msg.partition() or 0, msg.offset() or 0, msg.error()
+                    if error is not None:  # the end (past any transaction marker) or a failure
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            raise ReviewStoreError(f"reading {self.topic} back failed: {error}")
+                        if offset >= todo.get(partition, 0):
+                            todo.pop(partition, None)
+                        continue
+                    if (outbox_id := dict(msg.headers() or []).get(HEADER)) is not None:
+                        found.append(Sent(int(outbox_id), partition, offset))
+        finally:
+            consumer.close()
+        self._mark(found)
+        with self.store.sessions.begin() as db:
+            for partition, (_, high) in ends.items():
+                position = db.get(RelayPosition, partition)
+                if position is not None and position.offset < high:
+                    position.offset = high
+        return found

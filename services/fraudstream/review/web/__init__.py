@@ -1,0 +1,1 @@
+"""The reviewer console: server-rendered pages and the REST API."""
