@@ -32,8 +32,9 @@ DATABASES = ("sqlite", "postgresql")
 
 def pg_bindir() -> Path:
     """The newest installed PostgreSQL's binaries; fail (not skip) with the package."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parts[-3]))  # fmt: skip
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3])
+    )
     if found:
         return Path(found[-1]).parent
     if on_path := shutil.which("initdb"):
@@ -81,14 +82,43 @@ def postgres_server() -> Iterator[PostgresServer]:
     home = Path(tempfile.mkdtemp(prefix="fraudstream-pg-"))
     data = home / "data"
     subprocess.run(
-        _as_owner([str(bindir / "initdb"), "-D", str(data), "-U", "fraud", "--auth=trust",
-                   "-E", "UTF8", "--no-instructions"], home),
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        _as_owner(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "fraud",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            home,
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = processes.free_port()
-    argv = _as_owner([str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                      "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={home}",
-                      "-c", "fsync=off", "-c", "max_connections=200"], home)  # fmt: skip
+    argv = _as_owner(
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={home}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ],
+        home,
+    )
     pid = processes.start_daemon(argv, home / "postgres.log")
     server = PostgresServer(home, port, pid)
     try:
@@ -105,23 +135,33 @@ def _accepts(server: PostgresServer) -> bool:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         return True
-    except Exception:  # noqa: BLE001 - not up yet
+    except Exception:
         return False
     finally:
         engine.dispose()
 
 
-def review_case(tx_id: str, *, amount: float = 120.0, score: float | None = 0.6,
-                action: Action = Action.REVIEW, created_at: datetime = NOW,
-                reasons: list[Reason] | None = None, **tx: object) -> ReviewCase:  # fmt: skip
+def review_case(
+    tx_id: str,
+    *,
+    amount: float = 120.0,
+    score: float | None = 0.6,
+    action: Action = Action.REVIEW,
+    created_at: datetime = NOW,
+    reasons: list[Reason] | None = None,
+    **tx: object,
+) -> ReviewCase:
     """A `fraud.review` case for transaction `tx_id` (its other fields as `transaction()`)."""
     return ReviewCase(
         transaction=transaction(transaction_id=tx_id, amount=amount, **tx),
-        action_suggested=action, score=score,
+        action_suggested=action,
+        score=score,
         path=DecisionPath.ML if score is not None else DecisionPath.RULES,
-        reasons=reasons or [], contributions={"card_count_1h": 1.4, "amount_log": -0.3},
-        model_version=None if score is None else "v-test", created_at=created_at,
-    )  # fmt: skip
+        reasons=reasons or [],
+        contributions={"card_count_1h": 1.4, "amount_log": -0.3},
+        model_version=None if score is None else "v-test",
+        created_at=created_at,
+    )
 
 
 def rule_reason(code: str = "CARD_TESTING_BURST", detail: str = "") -> Reason:

@@ -16,7 +16,7 @@ from fraudstream.contracts import Action, Label, LabelSource, Verdict
 from fraudstream.review import auth, chargebacks, lists
 from fraudstream.review.auth import AuthError, Principal, Role
 from fraudstream.review.database import current_revision, head_revision
-from fraudstream.review.schema import AuditEntry, OutboxLabel
+from fraudstream.review.schema import AuditEntry, OutboxLabel, Session, User
 from fraudstream.review.store import CaseError, CaseStore
 from fraudstream.review.triage import Queue, ReviewVerdict, Status
 from fraudstream.rules.model import ListEntity, ListName
@@ -60,13 +60,18 @@ def test_schema_is_migrated_and_intake_is_idempotent(store: CaseStore) -> None:
 
 
 def test_queues_by_amount_and_reason_and_priority_order(store: CaseStore) -> None:
-    store.ingest([
-        review_case("small", amount=50, score=0.9),
-        review_case("big-loss", amount=900, score=0.9),
-        review_case("rule-hit", amount=20, reasons=[rule_reason()]),
-        review_case("high-value", amount=5000, score=0.2),
-        review_case("old", amount=10, score=0.5, created_at=NOW - timedelta(hours=3, minutes=50)),
-    ], NOW)  # fmt: skip
+    store.ingest(
+        [
+            review_case("small", amount=50, score=0.9),
+            review_case("big-loss", amount=900, score=0.9),
+            review_case("rule-hit", amount=20, reasons=[rule_reason()]),
+            review_case("high-value", amount=5000, score=0.2),
+            review_case(
+                "old", amount=10, score=0.5, created_at=NOW - timedelta(hours=3, minutes=50)
+            ),
+        ],
+        NOW,
+    )
     assert store.get("high-value").queue == Queue.HIGH_VALUE  # type: ignore[union-attr]
     assert store.get("rule-hit").queue == Queue.RULES  # type: ignore[union-attr]
     assert store.get("small").queue == Queue.STANDARD  # type: ignore[union-attr]
@@ -77,7 +82,9 @@ def test_queues_by_amount_and_reason_and_priority_order(store: CaseStore) -> Non
     assert by_amount[0] == "high-value"
     assert [c.transaction_id for c in store.queue(NOW, ANN, queue=Queue.RULES)] == ["rule-hit"]
     assert [c.transaction_id for c in store.queue(NOW, ANN, min_amount=800)] == [
-        "high-value", "big-loss"]  # fmt: skip
+        "high-value",
+        "big-loss",
+    ]
     summary = store.summary(NOW)
     assert summary.queues[Queue.STANDARD].open == 3
     assert summary.queues[Queue.HIGH_VALUE].oldest == NOW
@@ -90,24 +97,32 @@ def test_two_reviewers_never_hold_the_same_case(store_factory: StoreFactory) -> 
     setup.ingest([review_case(f"race-{i}") for i in range(20)], NOW)
     stores = [store_factory(), store_factory()]
     people = [ANN, BOB]
+
+    def grab(
+        who: int, tx_id: str, barrier: threading.Barrier, wins: list[str], refusals: list[str]
+    ) -> None:
+        barrier.wait()
+        try:
+            stores[who].claim(tx_id, people[who], NOW)
+            wins.append(people[who].username)
+        except CaseError as exc:
+            refusals.append(str(exc))
+
     for i in range(20):
         wins: list[str] = []
+        refusals: list[str] = []
         barrier = threading.Barrier(2)
-
-        def grab(who: int, tx_id: str = f"race-{i}") -> None:
-            barrier.wait()
-            try:
-                stores[who].claim(tx_id, people[who], NOW)
-                wins.append(people[who].username)
-            except CaseError as exc:
-                assert "holds this case" in str(exc)  # noqa: PT017 - in a thread
-
-        threads = [threading.Thread(target=grab, args=(n,)) for n in range(2)]
+        threads = [
+            threading.Thread(target=grab, args=(n, f"race-{i}", barrier, wins, refusals))
+            for n in range(2)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
         assert len(wins) == 1, f"race {i}: {wins}"
+        assert len(refusals) == 1
+        assert "holds this case" in refusals[0]
         holder = setup.get(f"race-{i}")
         assert holder is not None
         assert holder.claimed_by == wins[0]
@@ -144,8 +159,11 @@ def test_a_verdict_queues_exactly_one_label(store: CaseStore) -> None:
     rows = outbox(store)
     assert len(rows) == 1
     label = Label.model_validate(rows[0].label, strict=False)
-    assert (label.verdict, label.source, label.actor) == (Verdict.FRAUD, LabelSource.REVIEWER,
-                                                          "ann")  # fmt: skip
+    assert (label.verdict, label.source, label.actor) == (
+        Verdict.FRAUD,
+        LabelSource.REVIEWER,
+        "ann",
+    )
     assert label.merchant_id == "merch-1"
     assert label.device_id == "dev-9"
     assert label.event_time == NOW
@@ -205,8 +223,10 @@ def test_leads_decide_in_bulk_but_not_cases_others_hold(store: CaseStore) -> Non
     with pytest.raises(CaseError, match="claim the case first"):
         store.decide("b-0", BOB, ReviewVerdict.FRAUD, "", NOW, bulk=True)
     for tx_id in ("b-0", "b-1"):
-        assert store.decide(tx_id, LEA, ReviewVerdict.FRAUD, "", NOW, bulk=True).status is \
-            Status.DECIDED  # fmt: skip
+        assert (
+            store.decide(tx_id, LEA, ReviewVerdict.FRAUD, "", NOW, bulk=True).status
+            is Status.DECIDED
+        )
     with pytest.raises(CaseError, match="ann holds this case"):
         store.decide("b-2", LEA, ReviewVerdict.FRAUD, "", NOW, bulk=True)
     assert len(outbox(store)) == 2
@@ -238,25 +258,37 @@ def test_chargebacks_become_labels_once(store: CaseStore, tmp_path: Path) -> Non
 def test_list_changes_need_a_second_person(store: CaseStore) -> None:
     store.ingest([review_case("listed", device_id="dev-evil")], NOW)
     applied: list[tuple[ListName, ListEntity, str]] = []
-    request = lists.request_change(store, "listed", ANN, name=ListName.BLOCK,
-                                   entity=ListEntity.DEVICE, reason="device farm", now=NOW)  # fmt: skip
+    request = lists.request_change(
+        store,
+        "listed",
+        ANN,
+        name=ListName.BLOCK,
+        entity=ListEntity.DEVICE,
+        reason="device farm",
+        now=NOW,
+    )
     assert request.value == "dev-evil"
     with pytest.raises(CaseError, match="leads and admins"):
-        lists.decide_change(store, request.id, BOB, approve=True,
-                            apply=lambda *a: applied.append(a), now=NOW)  # fmt: skip
+        lists.decide_change(
+            store, request.id, BOB, approve=True, apply=lambda *a: applied.append(a), now=NOW
+        )
     assert applied == []
-    lead_request = lists.request_change(store, "listed", LEA, name=ListName.BLOCK,
-                                        entity=ListEntity.IP, reason="proxy", now=NOW)  # fmt: skip
+    lead_request = lists.request_change(
+        store, "listed", LEA, name=ListName.BLOCK, entity=ListEntity.IP, reason="proxy", now=NOW
+    )
     with pytest.raises(CaseError, match="second person"):
-        lists.decide_change(store, lead_request.id, LEA, approve=True,
-                            apply=lambda *a: applied.append(a), now=NOW)  # fmt: skip
-    done = lists.decide_change(store, request.id, LEA, approve=True,
-                               apply=lambda *a: applied.append(a), now=NOW)  # fmt: skip
+        lists.decide_change(
+            store, lead_request.id, LEA, approve=True, apply=lambda *a: applied.append(a), now=NOW
+        )
+    done = lists.decide_change(
+        store, request.id, LEA, approve=True, apply=lambda *a: applied.append(a), now=NOW
+    )
     assert done.status == "approved"
     assert applied == [(ListName.BLOCK, ListEntity.DEVICE, "dev-evil")]
     with pytest.raises(CaseError, match="not pending"):
-        lists.decide_change(store, request.id, LIZ, approve=True,
-                            apply=lambda *a: applied.append(a), now=NOW)  # fmt: skip
+        lists.decide_change(
+            store, request.id, LIZ, approve=True, apply=lambda *a: applied.append(a), now=NOW
+        )
     assert [r.id for r in lists.pending(store)] == [lead_request.id]
     assert Counter(actions(store, "listed")) == {"list_request": 2, "list_approve": 1}
 
@@ -272,8 +304,7 @@ def test_passwords_lockout_and_sessions(store: CaseStore) -> None:
     def attempt(password: str, at: object = NOW) -> str:
         with store.sessions.begin() as db:
             try:
-                user = auth.authenticate(db, "ann", password, at, max_failures=3,
-                                         lockout_s=600)  # type: ignore[arg-type]  # fmt: skip
+                user = auth.authenticate(db, "ann", password, at, max_failures=3, lockout_s=600)  # type: ignore[arg-type]
             except AuthError as exc:
                 return str(exc)
             return auth.open_session(db, user, at)  # type: ignore[arg-type]
@@ -283,8 +314,6 @@ def test_passwords_lockout_and_sessions(store: CaseStore) -> None:
     token = attempt("a long enough secret")
     assert len(token) >= 40
     with store.sessions.begin() as db:
-        from fraudstream.review.schema import User  # noqa: PLC0415
-
         stored = db.get(User, "ann")
         assert stored is not None
         assert stored.password_hash.startswith("$argon2id$")
@@ -299,4 +328,4 @@ def test_passwords_lockout_and_sessions(store: CaseStore) -> None:
     assert attempt("a long enough secret") == refused
     assert len(attempt("a long enough secret", later(11))) >= 40
     with store.sessions() as db:
-        assert db.scalar(select(func.count()).select_from(auth.Session)) == 1
+        assert db.scalar(select(func.count()).select_from(Session)) == 1

@@ -31,6 +31,7 @@ from fraudstream.contracts import Label, encode
 from fraudstream.review.database import ReviewStoreError
 from fraudstream.review.schema import OutboxLabel, RelayPosition
 from fraudstream.review.store import CaseStore
+from fraudstream.scoring import faults
 
 _log = logging.getLogger(__name__)
 HEADER = "fraudstream.outbox_id"
@@ -45,8 +46,10 @@ class Sent:
 
 
 class LabelRelay:
-    """Produces the outbox to `topic`; `after_commit` (tests) runs between the Kafka
-    commit and the database update, where a crash is the interesting case."""
+    """Produces the outbox to `topic`. Crash tests arm the fault points (`scoring.faults`)
+    `relay_before_produce` (verdicts committed, nothing produced), `relay_before_commit`
+    (produced, the Kafka transaction open) and `relay_after_commit` (on the topic, not
+    yet marked sent in the database)."""
 
     def __init__(
         self,
@@ -56,14 +59,12 @@ class LabelRelay:
         topic: str,
         *,
         timeout_s: float = 30.0,
-        after_commit: Callable[[list[Sent]], None] | None = None,
     ) -> None:
         self.store = store
         self.producer = producer
         self.new_consumer = consumer
         self.topic = topic
         self.timeout_s = timeout_s
-        self.after_commit = after_commit
         self.started = False
 
     def start(self) -> int:
@@ -117,6 +118,7 @@ class LabelRelay:
             else:
                 sent.append(Sent(outbox_id, msg.partition() or 0, msg.offset() or 0))
 
+        faults.point("relay_before_produce")
         self.producer.begin_transaction()
         try:
             for row in rows:
@@ -128,6 +130,8 @@ class LabelRelay:
                     headers=[(HEADER, str(row.id).encode())],
                     on_delivery=functools.partial(delivered, outbox_id=row.id),
                 )
+            self.producer.flush(self.timeout_s)
+            faults.point("relay_before_commit")
             self.producer.commit_transaction(self.timeout_s)
         except KafkaException:
             self._abort()
@@ -137,8 +141,7 @@ class LabelRelay:
             raise ReviewStoreError(
                 f"labels committed but {len(errors)} delivery reports failed: {errors[:3]}"
             )
-        if self.after_commit is not None:
-            self.after_commit(sent)
+        faults.point("relay_after_commit")
         self._mark(sent)
         return len(sent)
 

@@ -192,13 +192,13 @@ class ReviewService:
             self.metrics.labels.inc(found)
         while (sent := relay.relay_once()) > 0:
             self.metrics.labels.inc(sent)
-        summary = self.metrics.refresh(self.store, datetime.now(UTC))
+        self.metrics.refresh(self.store, datetime.now(UTC))
         self.health.mark_progress()
         self.health.set_model_watcher_ok(
             all(w.healthy for w in self.workers),
             "; ".join(f"{w.name}: {w.last_error}" for w in self.workers if not w.healthy),
         )
-        self.health.set_assigned(max(summary.depth, 1))
+        self.health.set_assigned(1)  # ready: the relay has reconciled with the topic
 
     def wait(self) -> None:
         """Block until a signal (or `stop`) asks the service to end."""

@@ -6,7 +6,8 @@ instead, one second later (a zombie the test wakes with SIGCONT; meanwhile librd
 threads deliver what was produced, so the broker holds the open transaction). The
 scorer's points: `before_commit` (the batch's outputs are produced, the transaction is
 open), `mid_produce` (half of them are), `after_commit_before_save` (committed, Redis not
-written) and `after_save`. Without the variable a point costs one comparison.
+written) and `after_save`; the review service's label relay has its own three
+(`review/outbox.py`). Without the variable a point costs one comparison.
 """
 
 from __future__ import annotations
