@@ -5,7 +5,6 @@ verdict flow and the metrics it feeds."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,7 +56,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(review_db: str, tmp_path: Path, store_factory: StoreFactory) -> Iterator[Setup]:
+def setup(review_db: str, tmp_path: Path, store_factory: StoreFactory) -> Setup:
     settings = settings_for(review_db, tmp_path, review_lockout_failures=3)
     store = store_factory()
     clock = Clock()
@@ -78,7 +77,7 @@ def setup(review_db: str, tmp_path: Path, store_factory: StoreFactory) -> Iterat
         review_case("tx-declined", amount=60, score=0.97, action=Action.DECLINE,
                     created_at=clock.now),
     ], clock.now)  # fmt: skip
-    yield Setup(console, store, clock, registry, listed)
+    return Setup(console, store, clock, registry, listed)
 
 
 def csrf_of(html: str) -> str:
@@ -178,7 +177,7 @@ def test_a_verdict_through_the_api_queues_one_label_and_counts(setup: Setup) -> 
     me = ann.post("/api/v1/session", json={"username": "ann", "password": PASSWORD}).json()
     bob_me = bob.post("/api/v1/session", json={"username": "bob", "password": PASSWORD}).json()
     cases = ann.get("/api/v1/cases").json()
-    assert [c["transaction_id"] for c in cases][0] == "tx-big"
+    assert cases[0]["transaction_id"] == "tx-big"
     headers = {"x-csrf-token": me["csrf_token"]}
     assert ann.post("/api/v1/cases/tx-big/claim").status_code == 403  # no CSRF header
     claimed = ann.post("/api/v1/cases/tx-big/claim", headers=headers).json()
@@ -212,8 +211,8 @@ def test_declined_approval_and_list_changes_take_four_eyes(setup: Setup) -> None
     page = ann.get("/cases/tx-declined")
     token = csrf_of(page.text)
     assert 'data-needs-note="1"' in page.text  # legit overturns the decline: note first
-    ann.post("/cases/tx-declined/list", data={"csrf": token, "list_name": "block",
-                                              "entity": "device", "note": "device farm"})  # fmt: skip
+    asked = {"csrf": token, "list_name": "block", "entity": "device", "note": "device farm"}
+    ann.post("/cases/tx-declined/list", data=asked)
     ann.post("/cases/tx-declined/verdict",
              data={"csrf": token, "verdict": "legit", "note": "customer called"})  # fmt: skip
     assert setup.store.get("tx-declined").status == "pending_approval"  # type: ignore[union-attr]

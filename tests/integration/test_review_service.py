@@ -108,7 +108,8 @@ def read_all(settings: CommonSettings, endpoints: Endpoints, topic: str) -> list
                     assert error.code() == KafkaError._PARTITION_EOF, error
                     done.add(msg.partition() or 0)
                     continue
-                outbox_id = int(dict(msg.headers() or [])[HEADER])
+                header = dict(msg.headers() or [])[HEADER]
+                outbox_id = int(header.decode() if isinstance(header, bytes) else header)
                 labels.append((outbox_id, Label.model_validate_json(msg.value() or b"")))
         ids = Counter(i for i, _ in labels)
         assert all(n == 1 for n in ids.values()), f"outbox ids on the topic twice: {ids}"
@@ -134,7 +135,7 @@ FAULTS = ("relay_before_produce", "relay_before_commit", "relay_after_commit")
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_verdicts_reach_the_labels_topic_exactly_once_across_a_kill(
+def test_verdicts_reach_the_labels_topic_exactly_once_across_a_kill(  # noqa: PLR0917 - fixtures
     fault: str, service: ReviewProcess, store_factory: StoreFactory,
     make_producer: Callable[..., Producer], settings: CommonSettings, endpoints: Endpoints,
 ) -> None:  # fmt: skip
