@@ -109,7 +109,7 @@ def read_all(settings: CommonSettings, endpoints: Endpoints, topic: str) -> list
                     done.add(msg.partition() or 0)
                     continue
                 header = dict(msg.headers() or [])[HEADER]
-                outbox_id = int(header.decode() if isinstance(header, bytes) else header)
+                outbox_id = int(header.decode() if isinstance(header, bytes) else str(header))
                 labels.append((outbox_id, Label.model_validate_json(msg.value() or b"")))
         ids = Counter(i for i, _ in labels)
         assert all(n == 1 for n in ids.values()), f"outbox ids on the topic twice: {ids}"
