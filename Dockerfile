@@ -4,7 +4,8 @@
 #   docker build -t fraudstream:local .                          # serving (the default)
 #   docker build --target trainer -t fraudstream-trainer:local .
 #
-# serving: scorer, drift monitor, archiver and the operator CLI, without the `train` extra
+# serving: scorer, drift monitor, archiver, review service and the operator CLI, without
+#   the `train` extra
 #   (no scikit-learn or ONNX converters); CMD `scorer`.
 # trainer: the same plus the `train` extra; CMD `trainer`.
 # Both install exactly the versions and hashes in requirements/*.lock (`make lock`).
@@ -42,7 +43,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 fraud \
     && useradd --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin fraud \
-    && mkdir -p /app/models /app/archive \
+    && mkdir -p /app/models /app/archive /app/review \
     && chown -R 10001:10001 /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -59,8 +60,9 @@ COPY --chown=10001:10001 config/ config/
 # Numeric so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 # /metrics, /healthz and /readyz of the long-running services (FRAUD_METRICS_PORT; the
-# monitor's and trainer's own port settings are set to it in docker-compose.yml).
-EXPOSE 9400
+# monitor's and trainer's own port settings are set to it in docker-compose.yml); the
+# review console (FRAUD_REVIEW_PORT).
+EXPOSE 9400 8480
 ENTRYPOINT ["fraudctl"]
 
 FROM runtime AS trainer

@@ -2,9 +2,11 @@
 
 Brings the embedded stack up (unless Kafka/Redis are configured), provisions topics,
 trains a first model from the simulator when the registry has no champion, starts the
-scorer, the archiver, the drift monitor and the trainer, streams simulated payments and
-prints, every second, the rate, decisions by action and path, end-to-end latency
-percentiles, the dead-letter count and the detectors the monitor sees drifted. With
+scorer, the archiver, the drift monitor, the trainer and the review service (printing the
+console's URL and, on the first run, an admin login with a generated password), streams
+simulated payments and prints, every second, the rate, decisions by action and path,
+end-to-end latency percentiles, the dead-letter count, the detectors the monitor sees
+drifted and the review queue's depth. With
 `--drift` the replay is the drift scenario of `demo_drift`, which shows the retraining loop.
 """
 
@@ -101,6 +103,47 @@ def start_loop(endpoints: Endpoints, state_dir: Path, say: Say) -> tuple[list[Ch
         f"{state_dir / 'monitor.log'}, {state_dir / 'trainer.log'}; `fraudctl drift status "
         f"--url http://127.0.0.1:{port}/metrics`, `fraudctl models history fraud`")  # fmt: skip
     return [monitor, trainer], port
+
+
+def start_review(settings: ScorerSettings, endpoints: Endpoints, say: Say) -> tuple[Child, Status]:
+    """The review service as a child process (console on 127.0.0.1:8480, or a free port
+    when that is taken); on the first run, creates the `admin` user and prints its
+    generated password once. Returns the child and the summary's `review:` part."""
+    from fraudstream.localstack.processes import port_open  # noqa: PLC0415 - the review
+    from fraudstream.review import auth  # noqa: PLC0415 - extra, loaded when the demo runs
+    from fraudstream.review.cli import open_store  # noqa: PLC0415
+    from fraudstream.review.schema import User  # noqa: PLC0415
+    from fraudstream.review.settings import ReviewSettings  # noqa: PLC0415
+    from fraudstream.review.store import audit  # noqa: PLC0415
+
+    review = ReviewSettings(state_dir=settings.state_dir)
+    store = open_store(review)
+    now = datetime.now(UTC)
+    password = None
+    with store.sessions.begin() as db:
+        if db.get(User, "admin") is None:
+            password = auth.generate_password()
+            auth.create_user(db, "admin", auth.Role.ADMIN, password, now)
+            audit(db, "fraudctl demo", "user_add", None, now, {"user": "admin", "role": "admin"})
+    port = free_port() if port_open(review.review_port) else review.review_port
+    log = settings.state_dir / "review.log"
+    child = _start("fraudstream.review.service", endpoints, free_port(), log,
+                   FRAUD_REVIEW_PORT=str(port), FRAUD_REVIEW_HOST="127.0.0.1")  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    say(f"review console {url} (API {url}api/docs); review service pid {child.pid}; log {log}")
+    if password is not None:
+        say(f"first console login: admin / {password} (shown this once; "
+            "`fraudctl review user reset admin` makes a new one)")  # fmt: skip
+    else:
+        say("console login: admin, with the password shown on the first run "
+            "(`fraudctl review user reset admin` makes a new one)")  # fmt: skip
+
+    def line() -> str:
+        backlog = store.summary(datetime.now(UTC))
+        overdue = sum(q.overdue for q in backlog.queues.values())
+        return f"review: {backlog.depth} open, {overdue} overdue"
+
+    return child, _Refreshed(line, "review: starting")
 
 
 def _start(
@@ -345,24 +388,36 @@ def _start_services(
     children = [start_archiver(endpoints, state / "archiver.log",
                                **(loop.archiver_env() if loop else {}))]  # fmt: skip
     say(f"archiver pid {children[0].pid}; log {state / 'archiver.log'}")
+    review, queue = start_review(settings, endpoints, say)
+    children.append(review)
     if loop is not None:
         children.append(start_trainer(endpoints, state, **loop.trainer_env()))
         say(f"trainer pid {children[-1].pid}; log {state / 'trainer.log'}")
         loop.start_monitor = lambda env: start_monitor(endpoints, state, loop.monitor_port, **env)
-        return children, loop.status
+        return children, _joined(loop.status, queue)
     started, port = start_loop(endpoints, state, say)
-    return children + started, _Refreshed(lambda: drift_line(port), "drift: monitor starting")
+    drift = _Refreshed(lambda: drift_line(port), "drift: monitor starting")
+    return children + started, _joined(drift, queue)
+
+
+def _joined(*parts: Status) -> Status:
+    """Status lines side by side."""
+    return lambda replayed, models: " | ".join(part(replayed, models) for part in parts)
 
 
 class _Refreshed:
-    """A status line read at most every 5 s (a `Status`)."""
+    """A status line read at most every 5 s (a `Status`); a failed read keeps the last."""
 
     def __init__(self, read: Callable[[], str], line: str) -> None:
         self.read, self.line, self.at = read, line, 0.0
 
     def __call__(self, _replayed: datetime | None, _models: Counter[str]) -> str:
         if time.monotonic() - self.at >= 5:
-            self.line, self.at = self.read(), time.monotonic()
+            self.at = time.monotonic()
+            try:
+                self.line = self.read()
+            except Exception as exc:
+                self.line = f"{self.line.split(':')[0]}: unknown ({type(exc).__name__})"
         return self.line
 
 

@@ -28,7 +28,7 @@ GRAFANA_DATASOURCE_FILE = (
 # The long-running fraudstream processes in docker-compose.yml and their commands.
 FRAUDSTREAM_SERVICES = {
     "scorer": ["scorer"], "drift-monitor": ["drift", "monitor"], "archiver": ["archive"],
-    "trainer": ["trainer"],
+    "trainer": ["trainer"], "review": ["review", "serve"],
 }  # fmt: skip
 # Alertmanager keys that hold a credential inline; each has a `*_file` variant to use instead.
 INLINE_SECRET_KEYS = {

@@ -91,6 +91,7 @@ def test_workloads_are_probed_limited_and_non_root(overlay: str) -> None:
     assert {d["metadata"]["name"] for d in docs} >= {
         "fraudstream-scorer", "fraudstream-drift-monitor", "fraudstream-trainer",
         "fraudstream-archiver", "fraudstream-first-model", "fraudstream-simulator",
+        "fraudstream-review",
     }  # fmt: skip
     for doc in docs:
         pod = _pod(doc)

@@ -1,6 +1,7 @@
-"""Serving stays lean: the scorer, monitor, archiver and operator CLI never import the
-training package (it needs the `train` extra: scikit-learn, skl2onnx, onnxmltools, onnx,
-pandas) or the simulator; what both sides share lives in `fraudstream.model`."""
+"""Serving stays lean: the scorer, monitor, archiver, review service and operator CLI
+never import the training package (it needs the `train` extra: scikit-learn, skl2onnx,
+onnxmltools, onnx, pandas) or the simulator; what both sides share lives in
+`fraudstream.model`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fraudstream.cli import TRAIN_EXTRA_MODULES
 SERVING = (
     "fraudstream.scoring.service", "fraudstream.state_cli", "fraudstream.history.archiver",
     "fraudstream.history.backtest_cli", "fraudstream.drift.service", "fraudstream.registry.cli",
+    "fraudstream.review.service",
 )  # fmt: skip
 TRAINING_CODE = ("fraudstream.trainer", "fraudstream.training")
 
@@ -51,6 +53,12 @@ def test_the_operator_cli_starts_without_the_train_extra() -> None:
     """`fraudctl scorer` runs `fraudctl` first: it imports the training stack only when a
     training command runs (the simulator needs only the base install)."""
     assert _loaded(("fraudstream.cli",), TRAINING_CODE) == []
+
+
+def test_the_operator_cli_loads_the_review_extra_only_for_review_commands() -> None:
+    """`fraudctl` works on an install without the `review` extra (web and database
+    packages); `fraudctl review ...` imports them when it runs."""
+    assert _loaded(("fraudstream.cli",), ("sqlalchemy", "fastapi", "argon2", "uvicorn")) == []
 
 
 def test_the_probe_can_fail() -> None:

@@ -2,7 +2,8 @@
 transaction id, so a restart or rebalance that reads cases again adds nothing twice.
 
 Offsets are committed after the cases' database commit. A record that fails the contract
-is kept in `rejected_records` with its reason and bytes, and counted."""
+is kept in `rejected_records` with its reason and bytes (card numbers masked), and
+counted."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, Message
 
 from fraudstream.contracts import Rejection, ReviewCase, decode
+from fraudstream.contracts.dead_letters import mask_pan_bytes
 from fraudstream.review.metrics import ReviewMetrics
 from fraudstream.review.store import CaseStore
 
@@ -70,7 +72,7 @@ class Intake:
                         "offset": msg.offset() or 0,
                         "reason": found.reason.value,
                         "detail": found.detail[:2000],
-                        "raw": (msg.value() or b"")[:MAX_KEPT_BYTES],
+                        "raw": mask_pan_bytes((msg.value() or b"")[:MAX_KEPT_BYTES]),
                         "at": now,
                     }
                 )
