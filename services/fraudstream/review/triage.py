@@ -55,20 +55,23 @@ def triage(case: ReviewCase, high_value_amount: float, sla_s: Mapping[str, float
     return Triage(queue, round(score * float(tx.amount), 4), due)
 
 
-def model_leans_fraud(action_suggested: str, score: float | None) -> bool:
-    """The model's side of a case: a suggested decline, or a review scored at 0.5 or more."""
+def model_leans_fraud(action_suggested: str, score: float | None) -> bool | None:
+    """The system's side on a case: a suggested decline leans fraud, an approve legit, a
+    review scored at 0.5 or more fraud and below legit; an unscored (rules-only) review
+    takes no side (None)."""
     if action_suggested == Action.DECLINE:
         return True
     if action_suggested == Action.APPROVE:
         return False
-    return score is not None and score >= 0.5
+    return None if score is None else score >= 0.5
 
 
 def is_override(verdict: ReviewVerdict, action_suggested: str, score: float | None) -> bool:
-    """A verdict against the model's side (these need a note and count as overturns)."""
-    if verdict is ReviewVerdict.UNSURE:
+    """A verdict against the system's side (these need a note and count as overturns)."""
+    side = model_leans_fraud(action_suggested, score)
+    if verdict is ReviewVerdict.UNSURE or side is None:
         return False
-    return (verdict is ReviewVerdict.FRAUD) != model_leans_fraud(action_suggested, score)
+    return (verdict is ReviewVerdict.FRAUD) != side
 
 
 def needs_second_approval(verdict: ReviewVerdict, action_suggested: str) -> bool:
