@@ -1,6 +1,7 @@
 """The reviewer console in a real browser (Debian's chromium via chromedriver) against the
 running review service on the real broker, on SQLite and PostgreSQL: log in, claim the
-top case, decide it with a keyboard shortcut, and see the label on `fraud.labels`; a
+top case, decide it with a keyboard shortcut, see the label on `fraud.labels` and in the
+merchant's label book the scorer's label folder keeps in Redis; a
 second reviewer cannot take the case; an analyst is refused lead pages; hostile text in
 a case stays text.
 
@@ -26,11 +27,15 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from fraudstream.contracts import Label, encode
+from fraudstream.features.state import Entity
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.review import auth
 from fraudstream.review.auth import Role
 from fraudstream.review.service import ReviewService
 from fraudstream.review.settings import ReviewSettings
+from fraudstream.scoring.labels import LabelFolder
+from fraudstream.scoring.settings import ScorerSettings
+from fraudstream.scoring.state import ScorerState, redis_client
 from tests.factories import NOW
 from tests.integration.conftest import consume_n
 from tests.integration.review_support import review_case, rule_reason
@@ -131,9 +136,9 @@ def screenshot(browser: WebDriver, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_a_reviewer_claims_decides_and_the_label_is_on_the_topic(
+def test_a_reviewer_claims_decides_and_the_label_reaches_the_scorer(
     service: ReviewService, browsers: Callable[[], WebDriver], tmp_path: Path,
-    make_consumer: Callable[..., Consumer],
+    make_consumer: Callable[..., Consumer], unique: Callable[[str], str],
 ) -> None:  # fmt: skip
     base = service.console_url
     labels = make_consumer(service.settings.topic_labels)
@@ -171,6 +176,32 @@ def test_a_reviewer_claims_decides_and_the_label_is_on_the_topic(
     decided = service.store.get("tx-top")
     assert decided is not None
     assert (decided.status, decided.verdict_by) == ("decided", "ann")
+    assert_in_the_scorers_merchant_state(service, "merch-9", unique)
+
+
+def assert_in_the_scorers_merchant_state(service: ReviewService, merchant: str,
+                                         unique: Callable[[str], str]) -> None:  # fmt: skip
+    """The scorer's label folder (as the scorer runs it) takes the reviewer's label into
+    the merchant's label book in Redis, which its label-risk features read."""
+    review = service.settings
+    settings = ScorerSettings(
+        kafka_bootstrap_servers=review.kafka_bootstrap_servers, redis_url=review.redis_url,
+        topic_labels=review.topic_labels, redis_prefix=unique("scorer"),
+        scorer_group_id=unique("scorer"),
+    )  # fmt: skip
+    assert settings.redis_url is not None
+    state = ScorerState(redis_client(settings.redis_url, 2000),
+                        prefix=f"{settings.redis_prefix}:fs")  # fmt: skip
+    folder = LabelFolder(settings, service.bootstrap, state)
+    folder.start()
+    key = (Entity.MERCHANT, merchant)
+    try:
+        await_condition(lambda: key in state.load([key]).labels, 60,
+                        f"the reviewer's label in merchant {merchant}'s label book")  # fmt: skip
+    finally:
+        folder.stop()
+    (entry,) = state.load([key]).labels[key].entries
+    assert entry[0] == NOW.timestamp()  # counted on the payment's day
 
 
 def test_roles_are_enforced_and_hostile_text_stays_text(
