@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from fraudstream import kafka_clients
-from fraudstream.contracts import Label, encode
+from fraudstream.contracts import Label, ReviewCase, encode
 from fraudstream.localstack import processes
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.review.auth import Principal, Role
+from fraudstream.review.intake import Intake
+from fraudstream.review.metrics import ReviewMetrics
 from fraudstream.review.outbox import HEADER
 from fraudstream.review.schema import OutboxLabel, RejectedRecord
 from fraudstream.review.store import CaseStore
@@ -166,3 +171,46 @@ def test_verdicts_reach_the_labels_topic_exactly_once_across_a_kill(  # noqa: PL
     metrics = scrape_metrics(service.metrics_port)
     assert 'fraud_review_queue_depth{queue="standard"} 1.0' in metrics
     assert service.stop() == 0
+
+
+class FailingOnce(CaseStore):
+    """A case store whose first write fails (the database briefly unreachable)."""
+
+    failed = False
+
+    def ingest(self, cases: Sequence[ReviewCase], now: datetime) -> int:
+        if not self.failed:
+            self.failed = True
+            raise OperationalError("INSERT", {}, Exception("database unreachable"))
+        return super().ingest(cases, now)
+
+
+def test_intake_reads_a_batch_again_when_storing_it_failed(  # noqa: PLR0917 - fixtures
+    store_factory: StoreFactory, make_topic: Callable[..., str],
+    make_producer: Callable[..., Producer], settings: CommonSettings, endpoints: Endpoints,
+    unique: Callable[[str], str],
+) -> None:  # fmt: skip
+    topic = make_topic(partitions=2)
+    producer = make_producer()
+    for i in range(10):
+        case = review_case(f"again-{i}", created_at=datetime.now(UTC))
+        producer.produce(topic, key=f"again-{i}".encode(), value=encode(case))
+    producer.flush(10)
+    base = store_factory()
+    store = FailingOnce(base.engine, base.rules)
+    metrics = ReviewMetrics(CollectorRegistry())
+    consumer = kafka_clients.consumer(settings, endpoints.kafka_bootstrap, unique("intake"))
+    intake = Intake(store, consumer, topic, metrics, 64 * 1024)
+    try:
+        added = 0
+        failures = 0
+        deadline = time.monotonic() + 60
+        while added < 10 and time.monotonic() < deadline:
+            try:
+                added += intake.poll_once(timeout_s=0.5)
+            except OperationalError:
+                failures += 1
+        assert (added, failures) == (10, 1)
+        assert base.summary(datetime.now(UTC)).depth == 10
+    finally:
+        intake.close()

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from fraudstream.contracts import Rejection, ReviewCase, decode
 from fraudstream.contracts.dead_letters import mask_pan_bytes
@@ -46,7 +46,17 @@ class Intake:
         records = [m for m in messages if _usable(m)]
         if not records:
             return 0
-        added = self.store_batch(records, datetime.now(UTC))
+        try:
+            added = self.store_batch(records, datetime.now(UTC))
+        except Exception:
+            # Not stored: read the batch again next time (the consumer's position has
+            # moved past it, and the next commit would skip it).
+            firsts: dict[int, int] = {}
+            for msg in records:
+                firsts.setdefault(msg.partition() or 0, msg.offset() or 0)
+            for partition, offset in firsts.items():
+                self.consumer.seek(TopicPartition(self.topic, partition, offset))
+            raise
         self.consumer.commit(asynchronous=False)
         return added
 

@@ -134,15 +134,22 @@ class LabelRelay:
             faults.point("relay_before_commit")
             self.producer.commit_transaction(self.timeout_s)
         except KafkaException:
+            # Whether the broker committed is not known for certain (a timed-out commit
+            # may have landed): abort, and let the next step read the topic back first.
             self._abort()
+            self.started = False
             raise
         self.producer.poll(0)
+        # From here the labels are on the topic: if marking them fails, the next step
+        # starts over (`start`: read the topic back) instead of producing them again.
+        self.started = False
         if errors or len(sent) != len(rows):
             raise ReviewStoreError(
                 f"labels committed but {len(errors)} delivery reports failed: {errors[:3]}"
             )
         faults.point("relay_after_commit")
         self._mark(sent)
+        self.started = True
         return len(sent)
 
     def _abort(self) -> None:
