@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from fraudstream.history.query import Archive
 from fraudstream.review.schema import Case
 from fraudstream.review.store import CaseStore
 
@@ -55,30 +56,24 @@ def from_store(store: CaseStore) -> Timeline:
     return rows
 
 
-def from_archive(url: str, fallback: Timeline) -> Timeline:
-    """The archive's card timeline (history.query), or `fallback` when it cannot be read."""
+def from_archive(
+    url: str, fallback: Timeline, opener: Callable[[str], Archive] | None = None
+) -> Timeline:
+    """The archive's card timeline (`history.query`: every payment with its first decision
+    and latest label), or `fallback` when the archive cannot be read. `opener` (tests)
+    stands in for `Archive(url)`."""
 
     def rows(card_token: str, limit: int) -> list[TimelineRow]:
-        from fraudstream.history.query import Archive  # noqa: PLC0415 - DuckDB on demand
-
         try:
-            with Archive(url) as archive:
+            with (opener or Archive)(url) as archive:
                 table = archive.card_timeline(card_token, limit).to_pylist()
-        except Exception as exc:
+        except Exception as exc:  # any archive failure degrades to the store's view
             _log.warning("card timeline from the archive failed (%s); showing cases only", exc)
             return fallback(card_token, limit)
         return [
-            TimelineRow(
-                r["transaction_id"],
-                r["event_time"],
-                float(r["amount"]),
-                r["currency"],
-                r["merchant_id"],
-                r.get("action"),
-                r.get("score"),
-                r.get("label_verdict"),
-            )
+            TimelineRow(r["transaction_id"], r["event_time"], float(r["amount"]), r["currency"],
+                        r["merchant_id"], r["action"], r["score"], r["label_verdict"])
             for r in table
-        ]
+        ]  # fmt: skip
 
     return rows
