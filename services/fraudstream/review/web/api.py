@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 
 from fraudstream.review import auth
 from fraudstream.review.schema import Case
-from fraudstream.review.store import MAX_NOTE, audit
+from fraudstream.review.store import MAX_NOTE
 from fraudstream.review.triage import Queue, ReviewVerdict, Status
-from fraudstream.review.web.app import COOKIE, Checked, User, console_of, same_origin
+from fraudstream.review.web.app import Checked, User, console_of, log_in, set_session_cookie
 from fraudstream.review.web.pages import case_context
 
 router = APIRouter(prefix="/api/v1", tags=["review"])
@@ -105,49 +105,14 @@ class OutcomeOut(BaseModel):
 
 
 @router.post("/session")
-def log_in(request: Request, body: Login, response: Response) -> Me:
-    """Open a session (cookie) and return its CSRF token."""
-    same_origin(request)
-    console = console_of(request)
-    settings, now = console.settings, console.clock()
-    name = body.username.strip().lower()
-    with console.store.sessions.begin() as db:
-        try:
-            user = auth.authenticate(
-                db,
-                name,
-                body.password,
-                now,
-                max_failures=settings.review_lockout_failures,
-                lockout_s=settings.review_lockout_s,
-            )
-        except auth.AuthError as exc:
-            audit(db, name if auth.USERNAME.match(name) else "?", "login_failed", None, now)
-            refused: auth.AuthError | None = exc
-        else:
-            refused = None
-            token = auth.open_session(db, user, now)
-            principal = auth.resolve_session(
-                db,
-                token,
-                now,
-                idle_s=settings.review_session_idle_s,
-                max_s=settings.review_session_max_s,
-            )
-            audit(db, user.username, "login", None, now)
-    console.metrics.logins.labels("refused" if refused else "ok").inc()
-    if refused is not None or principal is None:
-        raise HTTPException(401, str(refused))
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=int(settings.review_session_max_s),
-        path="/",
-        secure=settings.review_cookie_secure,
-        httponly=True,
-        samesite="strict",
-    )
-    return Me(username=principal.username, role=principal.role, csrf_token=principal.csrf_token)
+def open_session(request: Request, body: Login, response: Response) -> Me:
+    """Log in: a session cookie, and its CSRF token to send as X-CSRF-Token."""
+    try:
+        token, user = log_in(request, body.username, body.password)
+    except auth.AuthError as exc:
+        raise HTTPException(401, str(exc)) from exc
+    set_session_cookie(response, console_of(request).settings, token)
+    return Me(username=user.username, role=user.role, csrf_token=user.csrf_token)
 
 
 @router.get("/me")

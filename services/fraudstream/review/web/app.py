@@ -28,7 +28,7 @@ from fraudstream.review import auth
 from fraudstream.review.auth import Principal, Role
 from fraudstream.review.metrics import ReviewMetrics
 from fraudstream.review.settings import ReviewSettings
-from fraudstream.review.store import CaseError, CaseStore, Outcome
+from fraudstream.review.store import CaseError, CaseStore, Outcome, audit
 from fraudstream.review.timeline import Timeline
 from fraudstream.review.triage import ReviewVerdict
 from fraudstream.rules.model import ListEntity, ListName
@@ -104,6 +104,57 @@ async def checked(request: Request, user: Annotated[Principal, Depends(principal
     if not auth.csrf_ok(user, sent):
         raise HTTPException(403, "missing or wrong CSRF token; reload the page")
     return user
+
+
+def log_in(request: Request, username: str, password: str) -> tuple[str, Principal]:
+    """Check the password (argon2), count a failure towards the lockout, open a session:
+    (the cookie's token, the user). `AuthError` (one message for every refusal) when
+    refused; either way the attempt is audited and counted."""
+    same_origin(request)
+    console = console_of(request)
+    settings, now = console.settings, console.clock()
+    name = username.strip().lower()
+    opened: tuple[str, Principal | None] | None = None
+    refused = auth.AuthError("the session could not be opened; try again")
+    with console.store.sessions.begin() as db:  # failures are counted: always commit
+        try:
+            user = auth.authenticate(
+                db,
+                name,
+                password,
+                now,
+                max_failures=settings.review_lockout_failures,
+                lockout_s=settings.review_lockout_s,
+            )
+        except auth.AuthError as exc:
+            # Only a well-formed name is audited: a mistyped secret never lands in the log.
+            audit(db, name if auth.USERNAME.match(name) else "?", "login_failed", None, now)
+            refused = exc
+        else:
+            token = auth.open_session(db, user, now)
+            limits = {
+                "idle_s": settings.review_session_idle_s,
+                "max_s": settings.review_session_max_s,
+            }
+            opened = token, auth.resolve_session(db, token, now, **limits)
+            audit(db, user.username, "login", None, now)
+    console.metrics.logins.labels("ok" if opened else "refused").inc()
+    if opened is None or opened[1] is None:
+        raise refused
+    return opened[0], opened[1]
+
+
+def set_session_cookie(response: Response, settings: ReviewSettings, token: str) -> None:
+    """The session cookie: HttpOnly, SameSite=Strict, Secure unless configured off."""
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(settings.review_session_max_s),
+        path="/",
+        secure=settings.review_cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
 
 
 def same_origin(request: Request) -> None:

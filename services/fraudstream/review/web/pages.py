@@ -34,10 +34,11 @@ from fraudstream.review.web.app import (
     Checked,
     Console,
     console_of,
+    log_in,
     redirect,
     render,
     requires,
-    same_origin,
+    set_session_cookie,
 )
 from fraudstream.review.web.app import (
     User as CurrentUser,
@@ -68,44 +69,14 @@ def login(
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=auth.MAX_PASSWORD)],
 ) -> Response:
-    """Check the password (argon2), count failures towards the lockout, open a session."""
-    same_origin(request)
-    console = console_of(request)
-    settings, now = console.settings, console.clock()
-    name = username.strip().lower()
-    with console.store.sessions.begin() as db:  # failures are counted: always commit
-        try:
-            user = auth.authenticate(
-                db,
-                name,
-                password,
-                now,
-                max_failures=settings.review_lockout_failures,
-                lockout_s=settings.review_lockout_s,
-            )
-        except AuthError as exc:
-            # Only a well-formed name is audited: a mistyped secret never lands in the log.
-            audit(db, name if auth.USERNAME.match(name) else "?", "login_failed", None, now)
-            refused: AuthError | None = exc
-        else:
-            refused = None
-            token = auth.open_session(db, user, now)
-            audit(db, user.username, "login", None, now)
-    console.metrics.logins.labels("refused" if refused else "ok").inc()
-    if refused is not None:
-        return render(
-            request, "login.html", None, error=str(refused), username=name, status_code=401
-        )
+    """Log in (`app.log_in`) and go to the queue; the form again, with why, when refused."""
+    try:
+        token, _user = log_in(request, username, password)
+    except AuthError as exc:
+        return render(request, "login.html", None, error=str(exc),
+                      username=username.strip().lower()[:64], status_code=401)  # fmt: skip
     response = redirect("/queue")
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=int(settings.review_session_max_s),
-        path="/",
-        secure=settings.review_cookie_secure,
-        httponly=True,
-        samesite="strict",
-    )
+    set_session_cookie(response, console_of(request).settings, token)
     return response
 
 
