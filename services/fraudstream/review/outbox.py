@@ -89,11 +89,6 @@ class LabelRelay:
             )
         return len(found)
 
-    def pending(self) -> int:
-        with self.store.sessions() as db:
-            rows = db.scalars(select(OutboxLabel.id).where(OutboxLabel.sent_at.is_(None)))
-            return len(list(rows))
-
     def relay_once(self) -> int:
         """Produce up to one batch of pending labels in one transaction; returns how many."""
         if not self.started:

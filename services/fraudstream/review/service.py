@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from fraudstream.scoring.state import redis_client
 
 _log = logging.getLogger(__name__)
 BACKOFF_MAX_S = 30.0
+METRICS_REFRESH_S = 5.0  # the gauges' aggregate queries, at most this often
 
 
 def rule_descriptions(path: Path) -> dict[str, str]:
@@ -122,6 +124,7 @@ class ReviewService:
         self.web: uvicorn.Server | None = None
         self.web_thread: threading.Thread | None = None
         self.console_url = ""
+        self._refreshed = -METRICS_REFRESH_S
 
     def start(self) -> None:
         """Open the console socket, start intake, relay and the probes."""
@@ -192,7 +195,9 @@ class ReviewService:
             self.metrics.labels.inc(found)
         while (sent := relay.relay_once()) > 0:
             self.metrics.labels.inc(sent)
-        self.metrics.refresh(self.store, datetime.now(UTC))
+        if time.monotonic() - self._refreshed >= METRICS_REFRESH_S:
+            self.metrics.refresh(self.store, datetime.now(UTC))
+            self._refreshed = time.monotonic()
         self.health.mark_progress()
         self.health.set_model_watcher_ok(
             all(w.healthy for w in self.workers),

@@ -407,7 +407,12 @@ class CaseStore:
             status = Status.PENDING_APPROVAL if pending else Status.DECIDED
             guard = db.execute(
                 update(Case)
-                .where(Case.transaction_id == transaction_id, Case.status == Status.OPEN.value)
+                .where(
+                    Case.transaction_id == transaction_id,
+                    Case.status == Status.OPEN.value,
+                    # Still held (or, in bulk, still free): a claim taken meanwhile wins.
+                    _holds(principal.username, now) if held else _free_for(principal.username, now),
+                )
                 .values(
                     status=status.value,
                     verdict=verdict.value,
