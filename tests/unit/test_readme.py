@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fraudstream.history.archiver import ArchiverSettings
+from fraudstream.review.settings import ReviewSettings
 from fraudstream.scoring.settings import ScorerSettings
 from fraudstream.settings import CommonSettings
 from fraudstream.topics import topic_table
@@ -28,7 +29,8 @@ def test_readme_has_examples() -> None:
 def test_configuration_table_lists_every_setting() -> None:
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, flags=re.MULTILINE))
     expected = set()
-    fields = {**ScorerSettings.model_fields, **ArchiverSettings.model_fields}
+    fields = {**ScorerSettings.model_fields, **ArchiverSettings.model_fields,
+              **ReviewSettings.model_fields}  # fmt: skip
     for name, field in fields.items():  # includes CommonSettings
         alias = field.validation_alias
         expected.add(alias.choices[0] if alias else f"FRAUD_{name.upper()}")  # type: ignore[union-attr]
