@@ -252,3 +252,13 @@ def test_queue_page_shows_depths_holders_and_due_times(setup: Setup) -> None:
     assert re.search(r"rules <b>1</b>", page)
     assert '<span class="holder">bob</span>' in page
     assert page.count("data-due=") == 3
+
+
+def test_a_password_typed_as_the_username_is_not_audited(setup: Setup) -> None:
+    client = setup.client()
+    client.post("/login", data={"username": "secretlooking-pass", "password": "whatever12345"})
+    with setup.store.sessions() as db:
+        actors = set(
+            db.scalars(select(AuditEntry.actor).where(AuditEntry.action == "login_failed"))
+        )
+    assert actors == {"?"}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -25,9 +25,9 @@ from fraudstream.contracts import Label, ReviewCase, encode
 from fraudstream.localstack import processes
 from fraudstream.localstack.stack import Endpoints
 from fraudstream.review.auth import Principal, Role
-from fraudstream.review.intake import Intake
+from fraudstream.review.intake import OFFSETS_BY_HAND, Intake
 from fraudstream.review.metrics import ReviewMetrics
-from fraudstream.review.outbox import HEADER
+from fraudstream.review.outbox import HEADER, LabelRelay
 from fraudstream.review.schema import OutboxLabel, RejectedRecord
 from fraudstream.review.store import CaseStore
 from fraudstream.review.triage import ReviewVerdict
@@ -200,7 +200,9 @@ def test_intake_reads_a_batch_again_when_storing_it_failed(  # noqa: PLR0917 - f
     base = store_factory()
     store = FailingOnce(base.engine, base.rules)
     metrics = ReviewMetrics(CollectorRegistry())
-    consumer = kafka_clients.consumer(settings, endpoints.kafka_bootstrap, unique("intake"))
+    consumer = kafka_clients.consumer(
+        settings, endpoints.kafka_bootstrap, unique("intake"), OFFSETS_BY_HAND
+    )
     intake = Intake(store, consumer, topic, metrics, 64 * 1024)
     try:
         added = 0
@@ -215,3 +217,44 @@ def test_intake_reads_a_batch_again_when_storing_it_failed(  # noqa: PLR0917 - f
         assert base.summary(datetime.now(UTC)).depth == 10
     finally:
         intake.close()
+
+
+def test_the_relay_recovers_in_process_after_a_failed_commit(
+    store_factory: StoreFactory, make_topic: Callable[..., str], settings: CommonSettings,
+    endpoints: Endpoints, unique: Callable[[str], str],
+) -> None:  # fmt: skip
+    """A commit that fails (here: raises once) leaves the relay restarting on a fresh
+    producer and reading the topic back: the labels go out once, without a restart."""
+    topic = make_topic(partitions=2)
+    store = store_factory()
+    store.ingest([review_case(f"rc-{i}") for i in range(3)], datetime.now(UTC))
+    decide(store, ["rc-0", "rc-1", "rc-2"])
+    transactional = {"transactional.id": unique("relay"), "linger.ms": 0}
+    made: list[Producer] = []
+
+    class CommitFailsOnce(Producer):
+        def commit_transaction(self, *args: object) -> None:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out (test)"))
+
+    def producer() -> Producer:
+        config = {**settings.kafka_client_config(endpoints.kafka_bootstrap), **transactional,
+                  "enable.idempotence": True}  # fmt: skip
+        made.append(CommitFailsOnce(config) if not made else Producer(config))
+        return made[-1]
+
+    relay = LabelRelay(
+        store, producer,
+        lambda: kafka_clients.consumer(settings, endpoints.kafka_bootstrap, unique("relay-read"),
+                                       {"enable.partition.eof": True}),
+        topic, timeout_s=10,
+    )  # fmt: skip
+    relay.start()
+    with pytest.raises(KafkaException, match="commit timed out"):
+        relay.relay_once()
+    assert not relay.started
+    relay.start()
+    assert relay.relay_once() == 3
+    assert len(made) == 2
+    assert count(store, PENDING) == 0
+    labels = read_all(settings, endpoints, topic)
+    assert sorted(label.transaction_id for label in labels) == ["rc-0", "rc-1", "rc-2"]

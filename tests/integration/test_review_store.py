@@ -329,3 +329,43 @@ def test_passwords_lockout_and_sessions(store: CaseStore) -> None:
     assert len(attempt("a long enough secret", later(11))) >= 40
     with store.sessions() as db:
         assert db.scalar(select(func.count()).select_from(Session)) == 1
+
+
+def test_card_numbers_in_notes_are_masked_before_they_are_stored_or_sent(
+    store: CaseStore,
+) -> None:
+    store.ingest([review_case("pan-note", score=0.2), review_case("pan-esc")], NOW)
+    store.claim("pan-note", ANN, NOW)
+    store.decide("pan-note", ANN, ReviewVerdict.FRAUD, "customer read 4111 1111 1111 1111", NOW)
+    (row,) = outbox(store)
+    assert "4111 1111 1111 1111" not in str(row.label)
+    assert "411111******1111" in row.label["note"]
+    store.claim("pan-esc", ANN, NOW)
+    store.escalate("pan-esc", ANN, "card 5500005555555559 again", NOW)
+    escalated = store.get("pan-esc")
+    assert escalated is not None
+    assert "5500005555555559" not in escalated.escalation_note
+    with store.sessions() as db:
+        trail = " ".join(str(e.detail) for e in db.scalars(select(AuditEntry)))
+    assert "4111 1111 1111 1111" not in trail
+    assert "5500005555555559" not in trail
+
+
+def test_escalation_keeps_an_earlier_due_time(store: CaseStore) -> None:
+    old = NOW - timedelta(hours=5)  # standard SLA 4 h: overdue by an hour
+    store.ingest([review_case("late", created_at=old)], NOW)
+    store.claim("late", ANN, NOW)
+    store.escalate("late", ANN, "odd pattern", NOW)
+    escalated = store.get("late")
+    assert escalated is not None
+    assert escalated.due_at == old + timedelta(hours=4)  # still overdue, not reset
+
+
+def test_next_case_looks_past_cases_others_hold(store: CaseStore) -> None:
+    store.ingest([review_case(f"h-{i:02}", amount=1000.0 - i) for i in range(30)], NOW)
+    store.ingest([review_case("free", amount=1.0)], NOW)
+    for i in range(30):
+        store.claim(f"h-{i:02}", BOB, NOW)
+    found = store.next_case(ANN, NOW)
+    assert found is not None
+    assert found.transaction_id == "free"

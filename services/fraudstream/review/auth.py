@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,6 +30,9 @@ MAX_PASSWORD = 256  # argon2 hashes any length; the bound keeps requests small
 _HASHER = PasswordHasher()  # argon2id, the library's current recommended parameters
 # Verified against when the user does not exist, so a login takes as long either way.
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+# Each verification takes the hasher's memory (64 MiB): at most this many at once, so a
+# flood of login attempts queues instead of exhausting the host's memory.
+_VERIFYING = threading.BoundedSemaphore(4)
 
 
 class Role(StrEnum):
@@ -118,10 +122,11 @@ def authenticate(
 
 
 def _verify(hashed: str, password: str) -> bool:
-    try:
-        return _HASHER.verify(hashed, password)
-    except (VerificationError, InvalidHashError):
-        return False
+    with _VERIFYING:
+        try:
+            return _HASHER.verify(hashed, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def _digest(token: str) -> str:

@@ -20,10 +20,12 @@ from fraudstream.review.store import CaseStore
 
 _log = logging.getLogger(__name__)
 MAX_KEPT_BYTES = 64 * 1024
+OFFSETS_BY_HAND = {"enable.auto.offset.store": False}
 
 
 class Intake:
-    """Polls `fraud.review` and stores what it reads; `poll_once` is one batch."""
+    """Polls `fraud.review` and stores what it reads; `poll_once` is one batch. The
+    consumer must have `enable.auto.offset.store` false (`OFFSETS_BY_HAND`)."""
 
     def __init__(
         self,
@@ -57,6 +59,14 @@ class Intake:
             for partition, offset in firsts.items():
                 self.consumer.seek(TopicPartition(self.topic, partition, offset))
             raise
+        # Offsets are stored by hand (the consumer has enable.auto.offset.store off): only
+        # what is in the database is committed, even after a seek back.
+        ends: dict[int, int] = {}
+        for msg in records:
+            ends[msg.partition() or 0] = (msg.offset() or 0) + 1
+        self.consumer.store_offsets(
+            offsets=[TopicPartition(self.topic, p, end) for p, end in ends.items()]
+        )
         self.consumer.commit(asynchronous=False)
         return added
 

@@ -43,6 +43,7 @@ class Sent:
     outbox_id: int
     partition: int
     offset: int
+    transaction_id: str  # the record's key: a row is marked only when it matches
 
 
 class LabelRelay:
@@ -54,22 +55,29 @@ class LabelRelay:
     def __init__(
         self,
         store: CaseStore,
-        producer: Producer,
+        producer: Callable[[], Producer],
         consumer: Callable[[], Consumer],
         topic: str,
         *,
         timeout_s: float = 30.0,
     ) -> None:
         self.store = store
-        self.producer = producer
+        self.new_producer = producer
+        self.producer: Producer | None = None
         self.new_consumer = consumer
         self.topic = topic
         self.timeout_s = timeout_s
         self.started = False
 
     def start(self) -> int:
-        """Fence older relays, record positions, reconcile with the topic; returns how many
-        outbox rows were found already on the topic (a crash after a Kafka commit)."""
+        """A fresh transactional producer (fencing older relays and aborting what they left
+        open), positions recorded, the topic read back; returns how many outbox rows were
+        on the topic already (a relay stopped after its Kafka commit). Also the way back
+        after any failure: a producer in an unknown state is replaced, not reused."""
+        self.started = False
+        if self.producer is not None:
+            self.producer.flush(0)
+        self.producer = self.new_producer()
         self.producer.init_transactions(self.timeout_s)
         ends = self._ends()
         with self.store.sessions.begin() as db:
@@ -91,7 +99,8 @@ class LabelRelay:
 
     def relay_once(self) -> int:
         """Produce up to one batch of pending labels in one transaction; returns how many."""
-        if not self.started:
+        producer = self.producer
+        if not self.started or producer is None:
             raise ReviewStoreError("LabelRelay.start() must run before relaying")
         with self.store.sessions() as db:
             rows = list(
@@ -107,34 +116,36 @@ class LabelRelay:
         sent: list[Sent] = []
         errors: list[KafkaError] = []
 
-        def delivered(err: KafkaError | None, msg: Message, outbox_id: int) -> None:
+        def delivered(err: KafkaError | None, msg: Message, outbox_id: int, key: str) -> None:
             if err is not None:
                 errors.append(err)
             else:
-                sent.append(Sent(outbox_id, msg.partition() or 0, msg.offset() or 0))
+                sent.append(Sent(outbox_id, msg.partition() or 0, msg.offset() or 0, key))
 
         faults.point("relay_before_produce")
-        self.producer.begin_transaction()
+        producer.begin_transaction()
         try:
             for row in rows:
                 value = encode(Label.model_validate(row.label, strict=False))
-                self.producer.produce(
+                producer.produce(
                     self.topic,
                     key=row.transaction_id.encode(),
                     value=value,
                     headers=[(HEADER, str(row.id).encode())],
-                    on_delivery=functools.partial(delivered, outbox_id=row.id),
+                    on_delivery=functools.partial(
+                        delivered, outbox_id=row.id, key=row.transaction_id
+                    ),
                 )
-            self.producer.flush(self.timeout_s)
+            producer.flush(self.timeout_s)
             faults.point("relay_before_commit")
-            self.producer.commit_transaction(self.timeout_s)
-        except KafkaException:
+            producer.commit_transaction(self.timeout_s)
+        except Exception:
             # Whether the broker committed is not known for certain (a timed-out commit
             # may have landed): abort, and let the next step read the topic back first.
             self._abort()
             self.started = False
             raise
-        self.producer.poll(0)
+        producer.poll(0)
         # From here the labels are on the topic: if marking them fails, the next step
         # starts over (`start`: read the topic back) instead of producing them again.
         self.started = False
@@ -148,6 +159,8 @@ class LabelRelay:
         return len(sent)
 
     def _abort(self) -> None:
+        if self.producer is None:
+            return
         try:
             self.producer.abort_transaction(self.timeout_s)
         except KafkaException as exc:
@@ -159,7 +172,10 @@ class LabelRelay:
             for item in sent:
                 db.execute(
                     update(OutboxLabel)
-                    .where(OutboxLabel.id == item.outbox_id)
+                    .where(
+                        OutboxLabel.id == item.outbox_id,
+                        OutboxLabel.transaction_id == item.transaction_id,
+                    )
                     .values(sent_at=now, partition=item.partition, offset=item.offset)
                 )
             ends: dict[int, int] = {}
@@ -218,7 +234,8 @@ class LabelRelay:
                             todo.pop(partition, None)
                         continue
                     if (outbox_id := dict(msg.headers() or []).get(HEADER)) is not None:
-                        found.append(Sent(int(outbox_id), partition, offset))
+                        key = (msg.key() or b"").decode("utf-8", "replace")
+                        found.append(Sent(int(outbox_id), partition, offset, key))
         finally:
             consumer.close()
         self._mark(found)

@@ -28,7 +28,7 @@ from fraudstream.observability.http import serve as serve_http
 from fraudstream.observability.process import run_service, stop_on_signals
 from fraudstream.review import timeline
 from fraudstream.review.database import open_engine
-from fraudstream.review.intake import Intake
+from fraudstream.review.intake import OFFSETS_BY_HAND, Intake
 from fraudstream.review.metrics import ReviewMetrics
 from fraudstream.review.outbox import LabelRelay
 from fraudstream.review.settings import ReviewSettings
@@ -131,14 +131,16 @@ class ReviewService:
         settings = self.settings
         self.intake = Intake(
             self.store,
-            kafka_clients.consumer(settings, self.bootstrap, settings.review_group),
+            kafka_clients.consumer(
+                settings, self.bootstrap, settings.review_group, OFFSETS_BY_HAND
+            ),
             settings.topic_review,
             self.metrics,
             settings.max_message_bytes,
         )
         self.relay = LabelRelay(
             self.store,
-            kafka_clients.producer(
+            lambda: kafka_clients.producer(
                 settings,
                 self.bootstrap,
                 {"transactional.id": settings.review_transactional_id, "linger.ms": 0},

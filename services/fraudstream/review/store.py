@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, select, update
+from sqlalchemy import Engine, and_, case, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from fraudstream.contracts import Label, LabelSource, ReviewCase, Verdict
+from fraudstream.contracts.fields import mask_pans
 from fraudstream.errors import FraudStreamError
 from fraudstream.review import auth, triage
 from fraudstream.review.auth import Principal, Role
-from fraudstream.review.schema import AuditEntry, Case, OutboxLabel, RejectedRecord
+from fraudstream.review.schema import AuditEntry, Case, OutboxLabel, RejectedRecord, UtcDateTime
 from fraudstream.review.settings import ReviewSettings
 from fraudstream.review.triage import Queue, ReviewVerdict, Status
 
@@ -86,6 +87,13 @@ class Summary:
     @property
     def depth(self) -> int:
         return sum(q.open for q in self.queues.values())
+
+
+def clean_note(text: str) -> str:
+    """A reviewer's free text as stored and sent on: trimmed, at most `MAX_NOTE`
+    characters, and any card number in it masked to first-6/last-4 (never stored raw)."""
+    masked, _found = mask_pans(text.strip().encode())
+    return masked.decode()[:MAX_NOTE]
 
 
 def insert_ignoring_duplicates(db: DbSession, table: Any, rows: list[dict[str, Any]]) -> int:
@@ -168,10 +176,14 @@ class CaseStore:
         min_amount: float | None = None,
         sort: str = "priority",
         limit: int = 200,
+        claimable: bool = False,
     ) -> list[Case]:
         """Open, unsnoozed cases in priority order: those due within the urgent window (or
-        overdue) first by due time, then by expected loss. Escalations are for leads."""
+        overdue) first by due time, then by expected loss. Escalations are for leads.
+        `claimable`: only those nobody else holds."""
         query = select(Case).where(Case.status == Status.OPEN.value, _awake(now))
+        if claimable:
+            query = query.where(_free_for(principal.username, now))
         if queue:
             query = query.where(Case.queue == queue)
         if not principal.at_least(Role.LEAD):
@@ -301,9 +313,7 @@ class CaseStore:
             ).first()
         if held is not None:
             return self.claim(held.transaction_id, principal, now)
-        for candidate in self.queue(now, principal, queue=queue, limit=25):
-            if _held_by_other(candidate, principal.username, now):
-                continue
+        for candidate in self.queue(now, principal, queue=queue, limit=25, claimable=True):
             try:
                 return self.claim(candidate.transaction_id, principal, now)
             except CaseError:
@@ -328,21 +338,24 @@ class CaseStore:
         )
 
     def escalate(self, transaction_id: str, principal: Principal, note: str, now: datetime) -> None:
-        """Send a held case to the escalation queue with a note, releasing it."""
-        if not note.strip():
+        """Send a held case to the escalation queue with a note, releasing it; it stays due
+        when it was (or within the escalation SLA, if sooner)."""
+        note = clean_note(note)
+        if not note:
             raise CaseError("say why you escalate (a note is required)")
-        due = now + timedelta(seconds=self.rules.sla_s[Queue.ESCALATION.value])
+        sla_due = now + timedelta(seconds=self.rules.sla_s[Queue.ESCALATION.value])
+        due = case((Case.due_at < sla_due, Case.due_at), else_=literal(sla_due, UtcDateTime()))
         self._held_update(
             transaction_id,
             principal,
             now,
             "escalate",
-            {"note": note[:MAX_NOTE]},
+            {"note": note},
             queue=Queue.ESCALATION.value,
             due_at=due,
             claimed_by=None,
             lease_until=None,
-            escalation_note=note[:MAX_NOTE],
+            escalation_note=note,
         )
 
     def _held_update(
@@ -383,7 +396,7 @@ class CaseStore:
         """Record a verdict on a case the user holds (leads in bulk: on any open case
         nobody else holds). Fraud or legit queue one label; an override of the model needs
         a note; approving a declined case waits for a second person; unsure escalates."""
-        note = note.strip()[:MAX_NOTE]
+        note = clean_note(note)
         if verdict is ReviewVerdict.UNSURE:
             self.escalate(transaction_id, principal, note or "unsure", now)
             return Outcome(
@@ -421,13 +434,16 @@ class CaseStore:
                     verdict_note=note,
                     claimed_by=None,
                     lease_until=None,
+                    claimed_at=found.claimed_at if held else None,  # times the decider only
                 )
                 .execution_options(synchronize_session=False)
             )
             if guard.rowcount != 1:  # type: ignore[attr-defined]
                 raise CaseError("the case changed meanwhile; reload it")
-            if not pending:
-                queue_label(db, label_for(found, verdict, principal.username, note, now), now)
+            if not pending and not queue_label(
+                db, label_for(found, verdict, principal.username, note, now), now
+            ):
+                raise CaseError("a reviewer label for this transaction exists already")
             _audit(
                 db,
                 principal.username,
@@ -460,14 +476,26 @@ class CaseStore:
             if found.verdict_by == principal.username:
                 raise CaseError("a second person must approve your own verdict")
             verdict = ReviewVerdict(found.verdict or ReviewVerdict.LEGIT.value)
+            values: dict[str, Any] = (
+                {"status": Status.DECIDED.value, "approved_by": principal.username} if approve
+                else {"status": Status.OPEN.value, "verdict": None, "verdict_by": None}
+            )  # fmt: skip
+            guard = db.execute(
+                update(Case)
+                .where(Case.transaction_id == transaction_id,
+                       Case.status == Status.PENDING_APPROVAL.value)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if guard.rowcount != 1:  # type: ignore[attr-defined]
+                raise CaseError("another lead decided this approval meanwhile; reload")
+            found.status = values["status"]
             if approve:
-                found.status, found.approved_by = Status.DECIDED.value, principal.username
                 label = label_for(
                     found, verdict, found.verdict_by or principal.username, found.verdict_note, now
                 )
-                queue_label(db, label, now)
-            else:
-                found.status, found.verdict, found.verdict_by = Status.OPEN.value, None, None
+                if not queue_label(db, label, now):
+                    raise CaseError("a reviewer label for this transaction exists already")
             _audit(
                 db,
                 principal.username,

@@ -27,6 +27,7 @@ from fraudstream import __version__
 from fraudstream.review import auth
 from fraudstream.review.auth import Principal, Role
 from fraudstream.review.metrics import ReviewMetrics
+from fraudstream.review.schema import User as UserRow
 from fraudstream.review.settings import ReviewSettings
 from fraudstream.review.store import CaseError, CaseStore, Outcome, audit
 from fraudstream.review.timeline import Timeline
@@ -127,8 +128,10 @@ def log_in(request: Request, username: str, password: str) -> tuple[str, Princip
                 lockout_s=settings.review_lockout_s,
             )
         except auth.AuthError as exc:
-            # Only a well-formed name is audited: a mistyped secret never lands in the log.
-            audit(db, name if auth.USERNAME.match(name) else "?", "login_failed", None, now)
+            # Only a user's own name is audited: a password typed into the name field
+            # never lands in the log.
+            known = bool(auth.USERNAME.match(name)) and db.get(UserRow, name) is not None
+            audit(db, name if known else "?", "login_failed", None, now)
             refused = exc
         else:
             token = auth.open_session(db, user, now)

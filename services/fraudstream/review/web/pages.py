@@ -403,13 +403,18 @@ def audit_log(
 
 @router.get("/team")
 def team(request: Request, user: Lead, days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
-    """Per reviewer over the last `days`: cases decided, overturns of the model, the median
-    time from claim to verdict, and SLA misses."""
+    """Per reviewer over the last `days`: cases decided (verdicts waiting for approval
+    included; chargeback feeds, which are not users, left out), overturns of the model,
+    the median time from the reviewer's claim to the verdict, and SLA misses."""
     console = console_of(request)
     since = console.clock() - timedelta(days=days)
     with console.store.sessions() as db:
         decided = list(
-            db.scalars(select(Case).where(Case.verdict_at >= since, Case.verdict_by.is_not(None)))
+            db.scalars(
+                select(Case).where(
+                    Case.verdict_at >= since, Case.verdict_by.in_(select(User.username))
+                )
+            )
         )
     stats: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"decided": 0, "overturns": 0, "late": 0, "times": []}
