@@ -26,7 +26,12 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from fraudstream.contracts import Transaction, encode
 from fraudstream.simulator import SimulationConfig
 from fraudstream.trainer import simulated_history
-from tests.integration.scorer_support import assert_state_matches_a_clean_pass, settings_from_env
+from tests.integration.scorer_support import (
+    assert_state_matches_a_clean_pass,
+    redis_caught_up,
+    settings_from_env,
+)
+from tests.waiting import await_condition
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,11 @@ def run(
             undecided -= {orjson.loads(v)["transaction_id"] for v in more}
             seen += more
         seen += poll(reader, 1, 3)  # and nothing more arrives (checked below)
+        # The last incarnation may have committed everything and died before its save: the
+        # final one then has nothing to score and brings Redis up on its idle ticks once
+        # assigned. Stopping it before that would test the harness, not the scorer.
+        await_condition(lambda: redis_caught_up(env), 60,
+                        "the final scorer to bring Redis to the end of the log", 0.5)  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, _tail(log)

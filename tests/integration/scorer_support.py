@@ -115,6 +115,32 @@ def input_log(env: dict[str, str]) -> dict[int, list[tuple[int, bytes | None, in
     return log
 
 
+def redis_caught_up(env: dict[str, str]) -> bool:
+    """Whether every input partition's Redis checkpoint has reached the end of its log
+    (what a running scorer does by itself, on its idle ticks, once it is assigned)."""
+    settings = settings_from_env(env)
+    consumer = kafka_clients.consumer(settings, env["KAFKA_BOOTSTRAP_SERVERS"],
+                                      f"verify-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    topic = settings.topic_transactions
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}  # fmt: skip
+    finally:
+        consumer.close()
+    client = redis_client(env["REDIS_URL"], 5000, cluster=settings.redis_cluster)
+    try:
+        state = ScorerState(client, prefix=f"{env['FRAUD_REDIS_PREFIX']}:fs",
+                            topic=topic, partitions=len(ends))  # fmt: skip
+        checkpoints = state.checkpoints()
+    finally:
+        client.close()
+    return all(
+        end == 0 or ((found := checkpoints.get(p)) is not None and found.offset >= end)
+        for p, end in ends.items()
+    )
+
+
 def assert_state_matches_a_clean_pass(env: dict[str, str]) -> None:
     """Every entity part and checkpoint in Redis equals one clean pass over the input log,
     bit for bit: nothing lost, nothing doubled, whatever happened on the way."""

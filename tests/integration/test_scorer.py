@@ -253,6 +253,21 @@ def test_a_steady_run_on_a_busy_machine_degrades_nothing(
     crash.run(env, make_producer, make_consumer, tmp_path, seed=7, stops=(), n=6000, rate=300)
 
 
+def test_a_kill_after_the_last_commit_leaves_redis_to_the_next_scorer(
+    scorer_env: dict[str, str],
+    tmp_path: Path,
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    """All traffic is in before the scorer starts; it commits one batch of all of it and
+    dies before the Redis write. The next scorer has nothing to score: it must bring Redis
+    to the end of the log on its idle ticks (crash_stress found the harness stopping it
+    before it was even assigned, while the dead member's session ran out)."""
+    stops = (crash.Stop(fault="after_commit_before_save:1"),)
+    crash.run(scorer_env, make_producer, make_consumer, tmp_path, seed=13, stops=stops, n=300,
+              rate=1e6)  # fmt: skip
+
+
 @pytest.mark.parametrize("point", crash.FAULT_POINTS)
 def test_kill_at_each_fault_point_loses_and_doubles_nothing(
     point: str,
