@@ -15,7 +15,6 @@ from pathlib import Path
 from types import FrameType
 
 import click
-import redis
 import yaml
 
 import fraudstream
@@ -32,6 +31,7 @@ from fraudstream.review.cli import review_group
 from fraudstream.rules.engine import RulePack
 from fraudstream.rules.lists import RedisLists
 from fraudstream.rules.model import ListEntity, ListName, RulePackDoc
+from fraudstream.scoring.state import redis_client
 from fraudstream.settings import CommonSettings, get_settings, mask_url
 from fraudstream.simulator import SimulationConfig, live_transactions
 from fraudstream.simulator.stream import StreamStats, stream
@@ -139,8 +139,11 @@ _LIST_ARGS = (
 
 
 def _lists() -> RedisLists:
-    endpoints = resolve_endpoints(get_settings())
-    return RedisLists(redis.Redis.from_url(endpoints.redis_url, socket_timeout=5))
+    """The lists the scorer reads: under FRAUD_REDIS_PREFIX, on a cluster if configured."""
+    settings = get_settings()
+    endpoints = resolve_endpoints(settings)
+    client = redis_client(endpoints.redis_url, 5000, cluster=settings.redis_cluster)
+    return RedisLists(client, prefix=f"{settings.redis_prefix}:list")
 
 
 @lists_group.command("add")
