@@ -49,6 +49,12 @@ def start_daemon(argv: Sequence[str], log_file: Path, cwd: Path | None = None) -
     return proc.pid
 
 
+def running_children() -> dict[int, list[str]]:
+    """Daemons this process started that are still running: pid -> command line."""
+    return {pid: [str(a) for a in proc.args] for pid, proc in list(_children.items())  # type: ignore[union-attr]
+            if proc.poll() is None}  # fmt: skip
+
+
 def is_running(pid: int, marker: str) -> bool:
     """True when `pid` is alive and its command line contains `marker`.
 
