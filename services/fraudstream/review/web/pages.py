@@ -47,6 +47,7 @@ from fraudstream.rules.model import ListEntity, ListName
 
 router = APIRouter(include_in_schema=False)
 Note = Annotated[str, Form(max_length=MAX_NOTE)]
+Decision = Annotated[str, Form(pattern="^(approve|refuse)$")]  # a lead's second look
 Lead = Annotated[Principal, Depends(requires(Role.LEAD))]
 Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]
 SORTS = ("priority", "amount", "age")
@@ -345,7 +346,7 @@ def approve_case(
     request: Request,
     transaction_id: str,
     user: Checked,
-    decision: Annotated[str, Form(pattern="^(approve|refuse)$")],
+    decision: Decision,
 ) -> Response:
     console = console_of(request)
     outcome = console.store.approve(transaction_id, user, decision == "approve", console.clock())
@@ -362,7 +363,7 @@ def approve_list(
     request: Request,
     request_id: int,
     user: Checked,
-    decision: Annotated[str, Form(pattern="^(approve|refuse)$")],
+    decision: Decision,
 ) -> Response:
     console = console_of(request)
     done = lists.decide_change(
